@@ -1,0 +1,225 @@
+"""Round trips for every format and dtype, 16-bit preservation, and every bad input's error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from cytolens.errors import ImageReadError, OptionError
+from cytolens.io import (
+    bits_in_use,
+    detect_format,
+    iter_image_files,
+    normalize_intensity,
+    read_image,
+    read_image_info,
+    to_grayscale,
+    write_image,
+    write_png,
+    write_tiff,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def _image(dtype: type, shape: tuple[int, ...], top: float | None = None) -> np.ndarray:
+    if np.issubdtype(dtype, np.floating):
+        return RNG.normal(100.0, 30.0, shape).astype(dtype)
+    top = np.iinfo(dtype).max if top is None else top
+    return RNG.integers(0, int(top) + 1, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("shape", [(17, 23), (17, 23, 2), (17, 23, 3)])
+@pytest.mark.parametrize(
+    ("dtype", "top"),
+    [(np.uint8, None), (np.uint16, 4095), (np.uint16, 16383), (np.uint16, None), (np.float32, None), (np.int32, 70000)],
+    ids=["8bit", "12bit", "14bit", "16bit", "float32", "int32"],
+)
+def test_tiff_round_trip_keeps_values_and_dtype(tmp_path: Path, shape: tuple[int, ...], dtype: type, top: float | None) -> None:
+    image = _image(dtype, shape, top)
+    path = write_tiff(tmp_path / "a.tif", image)
+    back = read_image(path)
+    assert back.dtype == image.dtype
+    np.testing.assert_array_equal(back, image)
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (9, 11, 3), (9, 11, 4)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_round_trip_8_and_16_bit(tmp_path: Path, shape: tuple[int, ...], dtype: type) -> None:
+    image = _image(dtype, shape)
+    back = read_image(write_png(tmp_path / "a.png", image))
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, image)
+
+
+def test_jpeg_reads_close_to_written(tmp_path: Path) -> None:
+    smooth = np.tile(np.linspace(0, 255, 32, dtype=np.float64), (24, 1)).astype(np.uint8)
+    iio.imwrite(tmp_path / "a.jpg", smooth, quality=95)
+    back = read_image(tmp_path / "a.jpg")
+    assert back.dtype == np.uint8 and back.shape == smooth.shape
+    assert np.abs(back.astype(int) - smooth.astype(int)).max() <= 6
+
+
+def test_ome_tiff_keeps_channel_names_and_channel_axis(tmp_path: Path) -> None:
+    image = _image(np.uint16, (12, 14, 3), 16383)
+    path = write_tiff(tmp_path / "field.ome.tif", image, channel_names=["DAPI", "Tubulin", "Actin"])
+    info = read_image_info(path)
+    assert info.format == "ome-tiff"
+    assert info.channel_names == ("DAPI", "Tubulin", "Actin")
+    assert info.shape == (12, 14, 3) and info.bits_used <= 14
+    np.testing.assert_array_equal(read_image(path), image)
+    # Stored channel-first so Fiji and napari see three channels.
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "CYX"
+
+
+def test_multipage_tiff_pages_become_channels(tmp_path: Path) -> None:
+    pages = [_image(np.uint16, (10, 12)) for _ in range(3)]
+    path = tmp_path / "pages.tif"
+    for i, page in enumerate(pages):
+        tifffile.imwrite(path, page, append=i > 0)
+    back = read_image(path)
+    assert back.shape == (10, 12, 3)
+    for c, page in enumerate(pages):
+        np.testing.assert_array_equal(back[..., c], page)
+
+
+def test_explicit_channel_axis(tmp_path: Path) -> None:
+    stored = _image(np.uint16, (10, 12, 5))  # (Y, X, ?) that tifffile would call YXS only for RGB
+    tifffile.imwrite(tmp_path / "c.tif", np.moveaxis(stored, -1, 1), photometric="minisblack")  # (Y, C, X)
+    back = read_image(tmp_path / "c.tif", channel_axis=1)
+    np.testing.assert_array_equal(back, stored)
+
+
+def test_sixteen_bit_is_never_truncated(tmp_path: Path) -> None:
+    image = np.array([[0, 255, 256, 4095], [16383, 40000, 65535, 1]], dtype=np.uint16)
+    for name in ("a.tif", "a.png"):
+        back = read_image(write_image(tmp_path / name, image))
+        assert back.dtype == np.uint16 and back.max() == 65535
+        np.testing.assert_array_equal(back, image)
+
+
+def test_grayscale_collapses_identical_rgb_and_averages_colour(tmp_path: Path) -> None:
+    gray = _image(np.uint8, (8, 9))
+    rgb = np.stack([gray] * 3, axis=-1)
+    np.testing.assert_array_equal(read_image(write_png(tmp_path / "g.png", rgb), grayscale=True), gray)
+    colour = np.zeros((2, 2, 3), np.uint16)
+    colour[..., 1] = 300
+    np.testing.assert_array_equal(to_grayscale(colour), np.full((2, 2), 100, np.uint16))
+
+
+def test_bits_in_use() -> None:
+    assert bits_in_use(np.array([[0, 16383]], np.uint16)) == 14
+    assert bits_in_use(np.array([[0, 4095]], np.uint16)) == 12
+    assert bits_in_use(np.array([[0, 255]], np.uint8)) == 8
+    assert bits_in_use(np.zeros((2, 2), np.uint16)) == 1
+    assert bits_in_use(np.zeros((2, 2), np.float32)) == 32
+
+
+# --- bad input: each gives its own clear error naming the file -------------------------------------------
+
+
+def _assert_error(path: Path, fragment: str, **kwargs: object) -> None:
+    with pytest.raises(ImageReadError) as info:
+        read_image(path, **kwargs)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert str(path) in message and fragment in message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    _assert_error(tmp_path / "nope.tif", "not found")
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.tif").write_bytes(b"")
+    _assert_error(tmp_path / "empty.tif", "empty")
+
+
+@pytest.mark.parametrize("name", ["t.tif", "t.png", "t.jpg"])
+def test_truncated_files(tmp_path: Path, name: str) -> None:
+    image = _image(np.uint8, (64, 64))
+    full = tmp_path / f"full{Path(name).suffix}"
+    iio.imwrite(full, image) if not name.endswith(".tif") else tifffile.imwrite(full, image)
+    data = full.read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    _assert_error(tmp_path / name, "truncated or corrupt")
+
+
+def test_corrupt_file_with_image_suffix(tmp_path: Path) -> None:
+    (tmp_path / "junk.tif").write_bytes(b"this is not an image at all")
+    _assert_error(tmp_path / "junk.tif", "not a valid TIF file")
+
+
+def test_unknown_format(tmp_path: Path) -> None:
+    (tmp_path / "cells.czi").write_bytes(b"ZISRAWFILE" + bytes(100))
+    _assert_error(tmp_path / "cells.czi", "unknown image format")
+
+
+def test_unexpected_dimensionality(tmp_path: Path) -> None:
+    stack = _image(np.uint16, (4, 3, 10, 12))
+    tifffile.imwrite(tmp_path / "zstack.tif", stack, imagej=True, metadata={"axes": "ZCYX"})
+    _assert_error(tmp_path / "zstack.tif", "unexpected dimensionality")
+    tifffile.imwrite(tmp_path / "line.tif", np.zeros((1, 50), np.uint16))  # a 1-pixel-high line is fine
+    assert read_image(tmp_path / "line.tif").shape == (1, 50)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_rejected(tmp_path: Path, bad: float) -> None:
+    image = np.ones((5, 5), np.float32)
+    image[2, 3] = bad
+    tifffile.imwrite(tmp_path / "bad.tif", image)
+    _assert_error(tmp_path / "bad.tif", "invalid values")
+
+
+def test_detect_format_ignores_lying_suffix(tmp_path: Path) -> None:
+    write_png(tmp_path / "really_png.tif", np.zeros((4, 4), np.uint8))
+    assert detect_format(tmp_path / "really_png.tif") == "png"
+    assert read_image(tmp_path / "really_png.tif").shape == (4, 4)
+
+
+# --- normalisation ----------------------------------------------------------------------------------------
+
+
+def test_normalize_by_bit_depth_dtype_and_percentile() -> None:
+    image = np.array([[0, 8191, 16383, 16383]], np.uint16)
+    np.testing.assert_allclose(normalize_intensity(image, method="bit_depth", bit_depth=14), [[0, 8191 / 16383, 1, 1]])
+    np.testing.assert_allclose(normalize_intensity(image, method="dtype"), image / 65535, rtol=1e-6)
+    ramp = np.arange(101, dtype=np.uint16).reshape(1, 101)
+    out = normalize_intensity(ramp, method="percentile", percentiles=(10, 90))
+    assert out.dtype == np.float32
+    assert out[0, 10] == pytest.approx(0) and out[0, 90] == pytest.approx(1) and out[0, 50] == pytest.approx(0.5)
+    assert out.min() == 0 and out.max() == 1
+
+
+def test_normalize_percentile_is_per_channel_and_handles_flat() -> None:
+    image = np.stack([np.arange(100).reshape(10, 10), np.full((10, 10), 7)], axis=-1).astype(np.uint16)
+    out = normalize_intensity(image, method="percentile", percentiles=(0, 100))
+    assert out[..., 0].max() == 1 and np.all(out[..., 1] == 0) and np.isfinite(out).all()
+
+
+def test_normalize_options_are_checked() -> None:
+    image = np.zeros((2, 2), np.uint16)
+    with pytest.raises(OptionError, match="bit_depth"):
+        normalize_intensity(image, method="bit_depth")
+    with pytest.raises(OptionError, match="Did you mean 'percentile'"):
+        normalize_intensity(image, method="percentiles")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="integer image"):
+        normalize_intensity(image.astype(np.float32), method="dtype")
+
+
+def test_writes_are_atomic_and_leave_no_temp_files(tmp_path: Path) -> None:
+    write_tiff(tmp_path / "a.tif", np.zeros((4, 4), np.uint16))
+    with pytest.raises(OptionError):
+        write_png(tmp_path / "b.png", np.zeros((4, 4), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
+
+
+def test_iter_image_files_natural_order(tmp_path: Path) -> None:
+    for name in ["cell10.tif", "cell2.tif", "cell1.png", "notes.txt", ".hidden.tif"]:
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in iter_image_files(tmp_path)] == ["cell1.png", "cell2.tif", "cell10.tif"]
