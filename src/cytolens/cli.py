@@ -1,0 +1,217 @@
+"""The ``cytolens`` command line: a thin layer over the Python API.
+
+User errors (a :class:`~cytolens.errors.CytolensError`, a bad option, a missing or unwritable file) print one
+line on stderr and exit with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.exceptions import Abort, Exit, TyperException
+
+from cytolens import __version__
+from cytolens.console import console, error_line, progress_bar, stdout
+from cytolens.errors import CytolensError
+
+app = typer.Typer(
+    name="cytolens",
+    help="Deep learning for cell microscopy images: classify single cells, segment nuclei and cytoplasm from "
+    "bright-field, profile morphology with GANs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+synth_app = typer.Typer(help="Write simulated datasets in the on-disk layouts of the papers' real data.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
+app.add_typer(synth_app, name="synth")
+app.add_typer(data_app, name="data")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        stdout.print(f"cytolens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
+) -> None:
+    """cytolens: deep learning for cell microscopy images."""
+
+
+ClassesOption = Annotated[
+    str | None,
+    typer.Option("--classes", help="Class names in label order, comma-separated (e.g. 0,0.1,1). Default: natural order."),
+]
+GroupOption = Annotated[
+    str | None,
+    typer.Option(
+        "--group-pattern",
+        help="Regular expression on file stems whose first group is the group id (keeps cells of one field together).",
+    ),
+]
+
+
+@data_app.command("check")
+def data_check(
+    path: Annotated[Path, typer.Argument(help="The dataset folder.")],
+    classes: ClassesOption = None,
+    group_pattern: GroupOption = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="Also write the manifest (Parquet) of the valid images here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Detect the layout of PATH, validate every image and summarise classes, sizes, dtypes and problems.
+
+    Exits with 0 when every image is readable, 1 when some files have problems (each is listed with its
+    reason), and 2 when PATH cannot be used at all.
+    """
+    from cytolens.datacheck import check_dataset
+    from cytolens.layouts import parse_class_list, scan_class_folders, write_manifest
+
+    class_list = parse_class_list(classes) if classes else None
+    total = len(scan_class_folders(path, classes=class_list, group_pattern=group_pattern).samples)
+    with progress_bar("checking images", total) as advance:
+        check = check_dataset(path, classes=class_list, group_pattern=group_pattern, progress=advance)
+    if manifest is not None:
+        write_manifest(check.dataset.samples, manifest)
+    if as_json:
+        stdout.print_json(json.dumps(check.summary()))
+    else:
+        print_check(check)
+    if not check.ok:
+        raise typer.Exit(1)
+
+
+def print_check(check: object) -> None:
+    """Print a :class:`~cytolens.datacheck.DatasetCheck` as tables on stdout."""
+    from rich.table import Table
+
+    from cytolens.datacheck import DatasetCheck
+
+    assert isinstance(check, DatasetCheck)
+    summary = check.summary()
+    stdout.print(f"[bold]{summary['root']}[/]  layout: {summary['layout']}")
+    counts = check.dataset.counts()
+    table = Table(title="images per class", title_justify="left")
+    table.add_column("class")
+    for split in counts.columns:
+        table.add_column(str(split) or "images", justify="right")
+    for name, row in counts.iterrows():
+        table.add_row(str(name), *(str(int(v)) for v in row))
+    stdout.print(table)
+    if summary["images"]:
+        height, width = summary["height"], summary["width"]
+        stdout.print(
+            f"size (H×W): {height[0]}–{height[1]} × {width[0]}–{width[1]}   channels: "
+            f"{', '.join(map(str, summary['channels']))}   dtype: {', '.join(summary['dtypes'])}   "
+            f"bit depth in use: {summary['bits_used_max']}   formats: {', '.join(summary['formats'])}"
+        )
+    for item in summary["ignored"]:
+        stdout.print(f"ignored: {item['path']}: {item['reason']}", markup=False)
+    if check.problems:
+        stdout.print(f"[bold red]{len(check.problems)} problem file(s):[/]")
+        for path, message in check.problems:
+            stdout.print(f"  {path}: {message}", markup=False)
+    else:
+        stdout.print(f"[green]all {summary['images']} images are readable[/]")
+
+
+@data_app.command("montage")
+def data_montage(
+    path: Annotated[Path, typer.Argument(help="The dataset folder.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("montage.png"),
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Examples per class.")] = 4,
+    classes: ClassesOption = None,
+    seed: Annotated[int, typer.Option(help="Which examples are drawn.")] = 0,
+) -> None:
+    """Save a figure of example images, one row per class."""
+    from cytolens.layouts import parse_class_list, scan_class_folders
+    from cytolens.report.figures import class_montage
+
+    dataset = scan_class_folders(path, classes=parse_class_list(classes) if classes else None)
+    class_montage(dataset.samples, dataset.classes, out, per_class=per_class, seed=seed)
+    console.print(f"wrote {out}")
+
+
+@synth_app.command("microtubules")
+def synth_microtubules(
+    out: Annotated[Path, typer.Argument(help="Output folder; gets 0/, 0.1/, 1/ and cells.csv.")],
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Cells per class.")] = 100,
+    size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed writes the same files.")] = 0,
+    difficulty: Annotated[
+        float, typer.Option("--difficulty", min=0.0, max=3.0, help="How much the classes overlap (0 = barely, 1 = default).")
+    ] = 1.0,
+) -> None:
+    """Simulate single CV-1 cells with immunostained microtubules under 0, 0.1 and 1 paclitaxel (16-bit TIFF)."""
+    from cytolens.synthetic import MICROTUBULE_CLASSES, simulate_microtubule_dataset
+
+    with progress_bar("simulating cells", per_class * len(MICROTUBULE_CLASSES)) as advance:
+        cells = simulate_microtubule_dataset(
+            out, per_class=per_class, size=size, seed=seed, difficulty=difficulty, progress=advance
+        )
+    console.print(f"wrote {len(cells)} cells to {out} (hidden parameters in {out / 'cells.csv'})")
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
+    per_class: Annotated[int, typer.Option("--per-class", min=2, help="Simulated cells per class.")] = 24,
+    size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 256,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Run the built-in demo on simulated data and write everything to a run folder."""
+    from cytolens.demo import run_demo
+
+    result = run_demo(out, per_class=per_class, size=size, seed=seed)
+    print_check(result.check)
+    for path in result.outputs:
+        console.print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``cytolens`` command: runs the app and turns user errors into one line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        # standalone_mode=False hands errors to us (to print them as one line); --help then returns 0.
+        status = command.main(args=args, prog_name="cytolens", standalone_mode=False)
+    except Exit as exc:
+        sys.exit(exc.exit_code)
+    except Abort:
+        error_line("interrupted")
+        sys.exit(130)
+    except TyperException as exc:
+        # Bad or missing options (click's UsageError family, vendored by typer): one line and where to look.
+        if debug:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)  # typer printed the help while raising this
+        where = ctx.command_path if ctx is not None else "cytolens"
+        error_line(f"{exc.format_message()} (see '{where} --help')")
+        sys.exit(2)
+    except CytolensError as exc:
+        if debug:
+            raise
+        error_line(str(exc))
+        sys.exit(2)
+    except OSError as exc:
+        # A file the user named cannot be written or read (permissions, full disk, missing folder).
+        if debug or exc.filename is None:
+            raise
+        error_line(f"{exc.filename}: {exc.strerror or exc}")
+        sys.exit(2)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -1,0 +1,1 @@
+"""Figures (matplotlib) and reports written into run folders."""
