@@ -1,0 +1,14 @@
+"""Classify single-cell images: the CNN of Shpilman et al. 2017 and modern alternatives.
+
+Models are built by name from a registry (:func:`create_model`, :func:`list_models`) and always return raw
+logits; :func:`count_parameters` reports both PyTorch's and Keras' counts so numbers compare with the paper.
+The topology search space of the paper is in :mod:`cytolens.classify.search_space`, saliency maps in
+:mod:`cytolens.classify.gradcam`.
+"""
+
+from __future__ import annotations
+
+from cytolens.classify import resnet as _resnet  # noqa: F401 - registers resnet18
+from cytolens.classify.models import count_parameters, create_model, list_models
+
+__all__ = ["count_parameters", "create_model", "list_models"]

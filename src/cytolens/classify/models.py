@@ -1,0 +1,371 @@
+"""Image classifiers, built by name from a registry.
+
+Every model maps a float32 batch ``(N, in_chans, input_size, input_size)`` to raw logits ``(N, num_classes)``;
+the softmax lives in the loss (``torch.nn.CrossEntropyLoss``). Models are always trained from scratch: nothing
+here downloads weights.
+
+>>> model = create_model("shpilman2017", num_classes=3)
+>>> count_parameters(model)
+{'trainable': 10924339, 'total': 10924339, 'keras': 10924339}
+
+Registered models
+-----------------
+``shpilman2017``
+    The network of Shpilman et al. 2017 (section IV, Fig. 4), exactly as Keras builds it.
+``convnet``
+    The paper's topology search space as one configurable family (1-5 convolutions, optional pooling,
+    1-4 hidden dense layers); its defaults are the published topology.
+``resnet18``
+    ResNet-18 (He et al. 2016) in plain torch, with a configurable number of input channels
+    (:mod:`cytolens.classify.resnet`).
+
+Each model carries ``gradcam_layer``, the name (as in ``dict(model.named_modules())``) of the module whose output
+Grad-CAM explains by default, and :func:`model_recipe` gives the training settings a model was published with.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cytolens.errors import OptionError, check_choice
+
+__all__ = [
+    "CONVNET_LIMITS", "ConvNet", "convnet_feature_sizes", "count_parameters", "create_model",
+    "l2_penalty", "list_models", "model_recipe", "register_model",
+]
+
+ModelBuilder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    builder: ModelBuilder
+    recipe: Mapping[str, Any]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+#: Ranges of the paper's search space (section IV), enforced by the ``convnet`` family.
+CONVNET_LIMITS: dict[str, tuple[int, int]] = {
+    "conv_layers": (1, 5), "conv_filters": (8, 256), "kernel_sizes": (2, 5), "dense_layers": (1, 4),
+    "dense_units": (16, 512),
+}
+
+# Shpilman et al. 2017, section IV. Keras' Nadam(schedule_decay=0.004) is torch.optim.NAdam(momentum_decay=0.004);
+# both default to betas (0.9, 0.999) and eps 1e-8. "l2" is Keras' kernel_regularizer: the training loop adds
+# l2_penalty(model, l2) = l2 * sum(w**2) to the loss, which is not torch's weight_decay (that would be 2 * l2).
+_PAPER_RECIPE: dict[str, Any] = {
+    "optimizer": "nadam", "lr": 0.002, "momentum_decay": 0.004, "betas": (0.9, 0.999), "eps": 1e-8,
+    "l2": 0.01, "weight_decay": 0.0, "batch_size": 32, "dropout": 0.5, "loss": "cross_entropy",
+    "early_stopping_patience": 2,
+}
+
+
+def register_model(
+    builder: ModelBuilder | None = None, /, *, name: str | None = None, recipe: Mapping[str, Any] | None = None
+) -> ModelBuilder | Callable[[ModelBuilder], ModelBuilder]:
+    """Register a model builder under its function name (or ``name``), timm style.
+
+    Use bare (``@register_model``) or with options (``@register_model(recipe={...})``). The builder takes the
+    keyword arguments ``num_classes``, ``in_chans`` and ``input_size`` plus its own options and returns an
+    ``nn.Module`` with a ``gradcam_layer`` attribute.
+
+    Parameters
+    ----------
+    builder : callable, optional
+        The builder, when used bare.
+    name : str, optional
+        Registry name; defaults to the function's name.
+    recipe : mapping, optional
+        Default training settings returned by :func:`model_recipe`.
+
+    Returns
+    -------
+    callable
+        The builder unchanged (or a decorator that returns it).
+    """
+
+    def add(function: ModelBuilder) -> ModelBuilder:
+        key = name or function.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"a model named {key!r} is already registered")
+        _REGISTRY[key] = _Entry(function, dict(recipe or {}))
+        return function
+
+    return add(builder) if builder is not None else add
+
+
+def list_models() -> list[str]:
+    """Return the names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_recipe(name: str) -> dict[str, Any]:
+    """Return a copy of the default training settings of model ``name`` (optimizer, lr, l2, batch size ...)."""
+    return copy.deepcopy(dict(_REGISTRY[check_choice("model", name, list_models())].recipe))
+
+
+def create_model(
+    name: str, *, num_classes: int, in_chans: int = 1, input_size: int = 300, **options: Any
+) -> nn.Module:
+    """Build a registered model with freshly initialised weights.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_models`.
+    num_classes : int
+        Number of output logits.
+    in_chans : int, optional
+        Channels of the input images (1 for grayscale microscopy).
+    input_size : int, optional
+        Side of the square input, in pixels; fixes the flatten size of networks with dense layers.
+    **options
+        Model-specific options (see each builder).
+
+    Returns
+    -------
+    torch.nn.Module
+        Maps ``(N, in_chans, input_size, input_size)`` float32 to logits ``(N, num_classes)``.
+
+    Raises
+    ------
+    OptionError
+        For an unknown model or option, or an option out of range.
+    """
+    entry = _REGISTRY[check_choice("model", name, list_models())]
+    for option, value in (("num_classes", num_classes), ("in_chans", in_chans), ("input_size", input_size)):
+        _check_int(option, value, 1)
+    common = ("num_classes", "in_chans", "input_size")
+    accepted = [p for p in inspect.signature(entry.builder).parameters if p not in common]
+    for option in options:
+        if option not in accepted:
+            close = difflib.get_close_matches(option, accepted, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise OptionError(f"model {name!r} has no option {option!r}; its options are {accepted}.{hint}")
+    model = entry.builder(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **options)
+    model.model_name = name  # so checkpoints and reports can say what was built
+    return model
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise OptionError(f"`{name}` must be an integer {bound}, got {value!r}")
+    return value
+
+
+def _check_rate(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise OptionError(f"`{name}` must be a number in [0, 1), got {value!r}")
+
+
+def _check_int_list(
+    name: str, values: Sequence[int], length: tuple[int, int], value_range: tuple[int, int]
+) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise OptionError(f"`{name}` must be a sequence of integers, got {values!r}")
+    if not length[0] <= len(values) <= length[1]:
+        raise OptionError(
+            f"`{name}` must have {length[0]} to {length[1]} entries, got {len(values)}: {list(values)!r}"
+        )
+    for value in values:
+        _check_int(name, value, *value_range)
+    return list(values)
+
+
+# --- The paper's family of plain convolutional networks ---
+
+
+def convnet_feature_sizes(input_size: int, kernel_sizes: Sequence[int], pooling: bool) -> list[int]:
+    """Side of the feature map after each conv (+ pool) block, with Keras' 'valid' padding and stride 1.
+
+    Parameters
+    ----------
+    input_size : int
+        Side of the square input.
+    kernel_sizes : sequence of int
+        Kernel side of each convolution.
+    pooling : bool
+        Whether a 2×2/2 max-pool (floor division, as Keras) follows each convolution.
+
+    Returns
+    -------
+    list of int
+        One side per block; a value ≤ 0 means the map vanished there.
+    """
+    sizes, side = [], input_size
+    for kernel in kernel_sizes:
+        side = side - kernel + 1
+        if pooling and side > 0:
+            side //= 2
+        sizes.append(side)
+    return sizes
+
+
+class ConvNet(nn.Module):
+    """Conv (+ReLU, +MaxPool) blocks, flatten, hidden dense layers (+ReLU, +Dropout), linear head.
+
+    Module names follow ``features.conv{i}``, ``features.relu{i}``, ``features.pool{i}``, ``classifier.fc{j}``,
+    ``classifier.relu_fc{j}``, ``classifier.dropout{j}`` and ``classifier.head`` (1-based). Dropout follows each
+    hidden dense layer (after its ReLU), never the convolutions or the head: the paper gives one rate and Keras
+    examples of the time placed it there. Weights use Keras' defaults (Glorot-uniform kernels, zero biases).
+
+    Parameters
+    ----------
+    num_classes, in_chans, input_size : int
+        See :func:`create_model`.
+    conv_filters : sequence of int
+        Filters per convolution, 1-5 layers of 8-256.
+    kernel_sizes : sequence of int
+        Kernel side per convolution, 2-5, one per convolution.
+    pooling : bool
+        A 2×2/2 max-pool after each convolution.
+    dense_units : sequence of int
+        Units per hidden dense layer, 1-4 layers of 16-512.
+    dropout : float
+        Dropout rate in [0, 1) after each hidden dense layer.
+    """
+
+    def __init__(self, *, num_classes: int, in_chans: int, input_size: int, conv_filters: Sequence[int],
+                 kernel_sizes: Sequence[int], pooling: bool, dense_units: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        limits = CONVNET_LIMITS
+        conv_filters = _check_int_list("conv_filters", conv_filters, limits["conv_layers"], limits["conv_filters"])
+        kernel_sizes = _check_int_list("kernel_sizes", kernel_sizes, limits["conv_layers"], limits["kernel_sizes"])
+        if len(kernel_sizes) != len(conv_filters):
+            raise OptionError(
+                f"`kernel_sizes` needs one entry per convolution ({len(conv_filters)}), got {kernel_sizes!r}"
+            )
+        dense_units = _check_int_list("dense_units", dense_units, limits["dense_layers"], limits["dense_units"])
+        if not isinstance(pooling, bool):
+            raise OptionError(f"`pooling` must be True or False, got {pooling!r}")
+        _check_rate("dropout", dropout)
+        sizes = convnet_feature_sizes(input_size, kernel_sizes, pooling)
+        if min(sizes) <= 0:
+            block = next(i for i, side in enumerate(sizes) if side <= 0) + 1
+            raise OptionError(
+                f"`input_size` {input_size} is too small for kernels {kernel_sizes} with pooling={pooling}: the "
+                f"feature map vanishes at convolution {block}; use a larger input_size or fewer layers"
+            )
+
+        features: OrderedDict[str, nn.Module] = OrderedDict()
+        channels = in_chans
+        for i, (filters, kernel) in enumerate(zip(conv_filters, kernel_sizes), start=1):
+            features[f"conv{i}"] = nn.Conv2d(channels, filters, kernel)  # 'valid' padding, stride 1, bias
+            features[f"relu{i}"] = nn.ReLU()  # not in-place: Grad-CAM hooks keep this output
+            if pooling:
+                features[f"pool{i}"] = nn.MaxPool2d(2, 2)
+            channels = filters
+        classifier: OrderedDict[str, nn.Module] = OrderedDict()
+        # Flattened as (C, H, W), Keras as (H, W, C): same count; a Keras weight import would permute fc1.
+        width = channels * sizes[-1] ** 2
+        for j, units in enumerate(dense_units, start=1):
+            classifier[f"fc{j}"] = nn.Linear(width, units)
+            classifier[f"relu_fc{j}"] = nn.ReLU()
+            classifier[f"dropout{j}"] = nn.Dropout(dropout)
+            width = units
+        classifier["head"] = nn.Linear(width, num_classes)
+        self.features = nn.Sequential(features)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Sequential(classifier)
+        self.input_size = input_size
+        self.gradcam_layer = f"features.relu{len(conv_filters)}"
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, in_chans, S, S)`` images to ``(N, num_classes)`` logits."""
+        return self.classifier(self.flatten(self.features(images)))
+
+
+_PAPER_TOPOLOGY: dict[str, Any] = {
+    "conv_filters": (16, 64), "kernel_sizes": (2, 3), "pooling": True, "dense_units": (32, 32), "dropout": 0.5,
+}
+
+
+@register_model(recipe=_PAPER_RECIPE)
+def shpilman2017(*, num_classes: int, in_chans: int = 1, input_size: int = 300) -> ConvNet:
+    """Shpilman et al. 2017: conv16@2×2, pool, conv64@3×3, pool, fc32, fc32, head (10,924,339 params at 3 classes)."""
+    return ConvNet(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **_PAPER_TOPOLOGY)
+
+
+@register_model(recipe=_PAPER_RECIPE)
+def convnet(*, num_classes: int, in_chans: int = 1, input_size: int = 300,
+            conv_filters: Sequence[int] = _PAPER_TOPOLOGY["conv_filters"],
+            kernel_sizes: Sequence[int] = _PAPER_TOPOLOGY["kernel_sizes"], pooling: bool = True,
+            dense_units: Sequence[int] = _PAPER_TOPOLOGY["dense_units"], dropout: float = 0.5) -> ConvNet:
+    """A network from the paper's topology search space (see :class:`ConvNet`); defaults are the published one."""
+    return ConvNet(num_classes=num_classes, in_chans=in_chans, input_size=input_size, conv_filters=conv_filters,
+                   kernel_sizes=kernel_sizes, pooling=pooling, dense_units=dense_units, dropout=dropout)
+
+
+
+# --- Counting and regularisation ---
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Count parameters the PyTorch way and the Keras way.
+
+    Returns
+    -------
+    dict
+        ``trainable`` (parameters with ``requires_grad``), ``total`` (all parameters) and ``keras`` (``total`` plus
+        the BatchNorm ``running_mean`` and ``running_var`` elements, which Keras counts as non-trainable weights;
+        equal to ``trainable`` plus those buffers when nothing is frozen).
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    bn_stats = sum(
+        buffer.numel()
+        for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        for buffer in (module.running_mean, module.running_var) if buffer is not None
+    )
+    return {"trainable": trainable, "total": total, "keras": total + bn_stats}
+
+
+def _regularized_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    # A model may choose its own set; by default every conv/linear kernel, as Keras' kernel_regularizer does
+    # (biases, BatchNorm gamma/beta are not penalised).
+    custom = getattr(model, "regularized_parameters", None)
+    if callable(custom):
+        yield from custom()
+        return
+    for module in model.modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            yield module.weight
+
+
+def l2_penalty(model: nn.Module, weight: float) -> torch.Tensor:
+    """Keras-style L2 penalty ``weight * Σ w²`` over the model's regularised kernels (not biases).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Penalises ``model.regularized_parameters()`` if defined, else every conv and linear ``.weight``.
+    weight : float
+        The L2 factor (0.01 in Shpilman et al. 2017).
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar on the model's device, differentiable; add it to the loss.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise OptionError(f"`weight` must be a non-negative number, got {weight!r}")
+    squares = [p.pow(2).sum() for p in _regularized_parameters(model)]
+    if not squares:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        return torch.zeros((), device=device)
+    return weight * torch.stack(squares).sum()
