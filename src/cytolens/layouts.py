@@ -176,7 +176,7 @@ def scan_class_folders(
                 ignored.append((entry, "a split folder beside class folders; use either layout, not both"))
                 continue
             if not entry.is_dir():
-                ignored.append((entry, "not inside a class folder"))
+                ignored.append((entry, "not in a class folder (metadata, or an image without a class)"))
                 continue
             images = iter_image_files(entry)
             others = [p for p in entry.iterdir() if p.is_file() and not p.name.startswith(".") and p not in images]
