@@ -11,7 +11,7 @@ from cytolens.demo import run_demo
 
 
 def test_demo_writes_checked_data_manifest_and_figure(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "demo", per_class=3, size=64, seed=1)
+    result = run_demo(tmp_path / "demo", per_class=3, size=64, seed=1, classify=False)
     out = tmp_path / "demo"
     assert result.check.ok
     summary = json.loads((out / "data_check.json").read_text())

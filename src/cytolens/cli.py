@@ -32,6 +32,16 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(data_app, name="data")
 
 
+def _register_capabilities() -> None:
+    # Each capability owns its commands; importing them here keeps `cytolens --help` complete.
+    from cytolens.classify.cli import app as classify_app
+
+    app.add_typer(classify_app, name="classify")
+
+
+_register_capabilities()
+
+
 def _version_callback(value: bool) -> None:
     if value:
         stdout.print(f"cytolens {__version__}")
@@ -167,15 +177,18 @@ def synth_microtubules(
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
-    per_class: Annotated[int, typer.Option("--per-class", min=2, help="Simulated cells per class.")] = 24,
+    per_class: Annotated[int, typer.Option("--per-class", min=2, help="Simulated cells per class.")] = 60,
     size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    classify: Annotated[bool, typer.Option("--classify/--no-classify", help="Run the quick classification protocol.")] = True,
 ) -> None:
     """Run the built-in demo on simulated data and write everything to a run folder."""
     from cytolens.demo import run_demo
 
-    result = run_demo(out, per_class=per_class, size=size, seed=seed)
+    result = run_demo(out, per_class=per_class, size=size, seed=seed, classify=classify)
     print_check(result.check)
+    if classify:
+        typer.echo((out / "classify" / "table_iv.md").read_text(encoding="utf-8"))
     for path in result.outputs:
         console.print(f"wrote {path}")
 

@@ -1,8 +1,8 @@
 """``cytolens demo``: the whole product on built-in simulated data, in one run folder.
 
-At this stage the demo simulates a small microtubule dataset, checks it with the same code as
-``cytolens data check``, records the manifest and draws example cells per class. Later capabilities add
-their steps here.
+The demo simulates a small microtubule dataset, checks it with the same code as ``cytolens data check``,
+records the manifest, draws example cells per class, and runs the quick classification protocol
+(``configs/shpilman2017-quick.yaml``) into ``out/classify``. Later capabilities add their steps here.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ class DemoResult:
     outputs: list[Path] = field(default_factory=list)
 
 
-def run_demo(out: str | Path, *, per_class: int = 24, size: int = 256, seed: int = 0) -> DemoResult:
-    """Simulate, check and illustrate a small microtubule dataset in ``out``.
+def run_demo(
+    out: str | Path, *, per_class: int = 60, size: int = 256, seed: int = 0, classify: bool = True
+) -> DemoResult:
+    """Simulate, check and illustrate a small microtubule dataset in ``out``, then classify it.
 
     Parameters
     ----------
@@ -42,6 +44,8 @@ def run_demo(out: str | Path, *, per_class: int = 24, size: int = 256, seed: int
         Image side in pixels.
     seed : int, default 0
         Simulation seed.
+    classify : bool, default True
+        Run the quick classification protocol (a few minutes on 2 CPU cores) into ``out/classify``.
 
     Returns
     -------
@@ -70,4 +74,12 @@ def run_demo(out: str | Path, *, per_class: int = 24, size: int = 256, seed: int
             row_label="paclitaxel {name}",
         ),
     ]
+    if classify:
+        from cytolens.classify.config import ClassifyConfig
+        from cytolens.classify.protocol import run_protocol
+        from cytolens.config import load_config
+
+        config = load_config("shpilman2017-quick", ClassifyConfig, seed=seed)
+        run = run_protocol(data, config, out / "classify")
+        outputs += [run / "table_iv.md", run / "metrics.json", run / "predictions.csv", run / "figures"]
     return DemoResult(out=out, check=check, outputs=outputs)

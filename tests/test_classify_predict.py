@@ -1,0 +1,130 @@
+"""`classify predict` on 16-bit and 8-bit folders, pairwise tasks, test-time augmentation; `classify search`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytolens.classify.config import ClassifyConfig, IntensityConfig, SharpenConfig
+from cytolens.classify.data import preprocess_image
+from cytolens.classify.predict import predict_images
+from cytolens.classify.protocol import run_protocol
+from cytolens.classify.search import run_search
+from cytolens.classify.search_space import SearchSpace
+from cytolens.cli import main
+from cytolens.config import validate_config
+from cytolens.errors import OptionError
+from cytolens.io import read_image, write_png
+from cytolens.synthetic import simulate_microtubule_dataset
+
+SMALL = {
+    "name": "small",
+    "test_per_class": 2,
+    "input_size": 32,
+    "folds": 2,
+    "tasks": ["all", "0 vs 1"],
+    "variants": ["CNN", "CNN+T+S"],
+    "training": {"max_epochs": 1, "batch_size": 8},
+    "xgboost": {"enabled": False},
+    "gradcam_examples": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mt")
+    simulate_microtubule_dataset(root, per_class=5, size=64, seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_protocol(data, validate_config(SMALL, ClassifyConfig), tmp_path_factory.mktemp("run") / "run")
+
+
+@pytest.fixture
+def folders(data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The same five cells as a 16-bit TIFF folder and as an 8-bit PNG folder (in a subfolder)."""
+    sixteen = tmp_path / "sixteen"
+    eight = tmp_path / "eight" / "nested"
+    for i, path in enumerate(sorted((data / "1").glob("*.tif"))):
+        image = read_image(path)
+        (sixteen).mkdir(exist_ok=True)
+        (sixteen / path.name).write_bytes(path.read_bytes())
+        write_png(eight / f"cell{i}.png", (image >> 6).astype(np.uint8))  # 14-bit → 8-bit
+    return sixteen, eight.parent
+
+
+def test_predict_16_and_8_bit_folders(run: Path, folders: tuple[Path, Path]) -> None:
+    for folder in folders:
+        result = predict_images(run, folder)
+        table = result.table
+        assert not result.problems and len(table) == 5
+        assert list(table.columns) == ["path", "predicted", "p_0", "p_0.1", "p_1"]
+        assert set(table["predicted"]) <= {"0", "0.1", "1"}
+        np.testing.assert_allclose(table[["p_0", "p_0.1", "p_1"]].sum(axis=1), 1, atol=1e-5)
+
+
+def test_predict_pairwise_task_and_tta(run: Path, folders: tuple[Path, Path]) -> None:
+    plain = predict_images(run, folders[0], task="0 vs 1").table
+    assert list(plain.columns) == ["path", "predicted", "p_0", "p_1"]
+    averaged = predict_images(run, folders[0], task="0 vs 1", tta=True).table
+    assert not np.allclose(plain["p_1"], averaged["p_1"])  # eight views average differently from one
+    with pytest.raises(OptionError, match="not in this run"):
+        predict_images(run, folders[0], task="0 vs 0.1")
+
+
+def test_predict_matches_the_run_evaluation(run: Path) -> None:
+    """A test image predicted anew gets the probabilities the run recorded (same preprocessing, same models)."""
+    recorded = pd.read_csv(run / "predictions.csv", dtype={"class": str, "predicted": str})
+    recorded = recorded[(recorded["task"] == "3 classes") & (recorded["method"] == "CNN+T+S")]
+    first = recorded.iloc[0]
+    fresh = predict_images(run, first["path"]).table.iloc[0]
+    assert fresh["predicted"] == first["predicted"]
+    np.testing.assert_allclose(fresh[["p_0", "p_0.1", "p_1"]].astype(float), first[["p_0", "p_0.1", "p_1"]].astype(float), atol=1e-5)
+
+
+def test_cli_predict_lists_unreadable_files_and_exits_1(run: Path, folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    (folders[0] / "broken.tif").write_bytes(b"")
+    out = tmp_path / "p.csv"
+    with pytest.raises(SystemExit) as info:
+        main(["classify", "predict", str(run), str(folders[0]), "--out", str(out)])
+    assert info.value.code == 1
+    assert "broken.tif" in capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 5
+
+
+def test_cli_predict_bad_run_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["classify", "predict", str(tmp_path), str(tmp_path)])
+    assert info.value.code == 2
+    assert "not a classification run folder" in capsys.readouterr().err
+
+
+def test_sixteen_bit_preprocessing_keeps_its_range() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(20000, 60000, (64, 64)).astype(np.uint16)
+    out = preprocess_image(
+        image, input_size=32, intensity=IntensityConfig(method="dtype"), sharpening=SharpenConfig()
+    )
+    assert out.dtype == np.float32 and out.shape == (32, 32)
+    assert out.max() > 300 / 65535 * 10  # far above what an 8-bit clip would leave
+
+
+def test_search_ranks_topologies_by_cross_validation(data: Path, tmp_path: Path) -> None:
+    config = validate_config({**SMALL, "input_size": 32}, ClassifyConfig)
+    space = SearchSpace(conv_layers=(1, 2), conv_filters=(8, 16), dense_layers=(1, 1), dense_units=(16, 32),
+                        input_sizes=(32,))
+    ranked = run_search(data, config, tmp_path / "search", trials=3, folds=2, space=space)
+    assert len(ranked) == 3 and ranked["cv_accuracy"].is_monotonic_decreasing
+    assert ranked["topology"].str.contains("@").all()
+    assert "conv16k2-conv64k3-pool/fc32-fc32@300" in set(ranked["topology"])  # the paper's is always tried
+    best = (tmp_path / "search" / "best_topology.yaml").read_text()
+    assert "model: convnet" in best and "input_size" in best
+    manifest = pd.read_parquet(tmp_path / "search" / "manifest.parquet")
+    assert (manifest.loc[manifest["split"] == "test", "fold"] == -1).all()
+    json.dumps(ranked.to_dict())  # plain values

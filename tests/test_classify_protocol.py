@@ -1,0 +1,139 @@
+"""The classification protocol end to end on a tiny simulated dataset (1 epoch, 2 folds, 32×32)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cytolens.classify.config import ClassifyConfig
+from cytolens.classify.data import build_tasks
+from cytolens.classify.protocol import run_protocol
+from cytolens.config import validate_config
+from cytolens.errors import CytolensError
+from cytolens.synthetic import simulate_microtubule_dataset
+
+TINY = {
+    "name": "tiny",
+    "classes": ["0", "0.1", "1"],
+    "test_per_class": 2,
+    "input_size": 32,
+    "folds": 2,
+    "training": {"max_epochs": 1, "batch_size": 8},
+    "xgboost": {"n_estimators": 5},
+    "gradcam_examples": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("mt")
+    simulate_microtubule_dataset(root, per_class=6, size=64, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    return run_protocol(tiny_data, validate_config(TINY, ClassifyConfig), out)
+
+
+def test_every_output_file_is_written(tiny_run: Path) -> None:
+    for name in ("config.yaml", "manifest.parquet", "data_check.json", "metrics.json", "predictions.csv",
+                 "table_iv.csv", "table_iv.md", "features.parquet", "figures/accuracy.png"):
+        assert (tiny_run / name).is_file(), name
+    tasks = ["3_classes", "0_vs_0.1", "0_vs_1", "0.1_vs_1"]
+    for task in tasks:
+        for variant in ("CNN", "CNNpT", "CNNpTpS"):
+            assert (tiny_run / "figures" / "learning_curves" / f"{task}__{variant}.png").is_file()
+            assert (tiny_run / "figures" / "reliability" / f"{task}__{variant}.png").is_file()
+            assert (tiny_run / "confusion" / f"{task}__{variant}.csv").is_file()
+        assert (tiny_run / "confusion" / f"{task}__XGBoost.csv").is_file()
+        assert (tiny_run / "figures" / "gradcam" / f"{task}.png").is_file()
+        assert len(list((tiny_run / "checkpoints" / task / "cnn_t_s").glob("fold*.pt"))) == 2
+
+
+def test_metrics_and_tables(tiny_run: Path) -> None:
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    assert list(metrics["tasks"]) == ["3 classes", "0 vs 0.1", "0 vs 1", "0.1 vs 1"]
+    three = metrics["tasks"]["3 classes"]
+    assert set(three["methods"]) == {"CNN", "CNN+T", "CNN+T+S", "XGBoost"}
+    for values in three["methods"].values():
+        low, high = values["ci95"]
+        assert 0 <= low <= values["accuracy"] <= high <= 1
+        assert np.asarray(values["confusion_matrix"]).sum() == three["n_test"] == 6
+        assert 0 <= values["ece"] <= 1
+    assert len(three["paired_tests"]) == 6  # 4 methods, every pair
+    assert all(0 <= t["mcnemar_p"] <= 1 for t in three["paired_tests"])
+    table = pd.read_csv(tiny_run / "table_iv.csv")
+    assert table.loc[table["task"] == "0.1 vs 1", "paper CNN+T+S"].item() == 70.5
+    assert {"CNN", "CNN+T", "CNN+T+S", "XGBoost", "CNN 95% CI"} <= set(table.columns)
+    assert "| 3 classes |" in (tiny_run / "table_iv.md").read_text()
+
+
+def test_predictions_cover_every_test_image_with_probabilities(tiny_run: Path) -> None:
+    predictions = pd.read_csv(tiny_run / "predictions.csv", dtype={"class": str, "predicted": str})
+    manifest = pd.read_parquet(tiny_run / "manifest.parquet")
+    test_paths = set(manifest.loc[manifest["split"] == "test", "path"])
+    three = predictions[(predictions["task"] == "3 classes") & (predictions["method"] == "CNN+T+S")]
+    assert set(three["path"]) == test_paths
+    np.testing.assert_allclose(three[["p_0", "p_0.1", "p_1"]].sum(axis=1), 1, atol=1e-5)
+    pair = predictions[(predictions["task"] == "0 vs 1") & (predictions["method"] == "CNN")]
+    assert pair["p_0.1"].isna().all() and set(pair["class"]) == {"0", "1"}
+
+
+def test_no_test_image_reaches_training(tiny_run: Path) -> None:
+    manifest = pd.read_parquet(tiny_run / "manifest.parquet")
+    test = manifest[manifest["split"] == "test"]
+    train = manifest[manifest["split"] == "train"]
+    assert (test["fold"] == -1).all() and (train["fold"] >= 0).all()
+    assert set(test["group"]).isdisjoint(train["group"])
+    assert test.groupby("class").size().to_dict() == {"0": 2, "0.1": 2, "1": 2}
+    # Each unit trained on exactly its task's training images outside its fold (×4 with rotations).
+    for done in (tiny_run / "units").glob("*/*/fold*/done.json"):
+        record = json.loads(done.read_text())
+        task = next(t for t in build_tasks(["0", "0.1", "1"], ["all", "pairwise"]) if t.name == record["task"])
+        in_fold = train["class"].isin(task.classes) & (train["fold"] != record["fold"])
+        copies = 4 if "+T" in record["variant"] else 1
+        assert record["train_images"] == copies * int(in_fold.sum())
+        assert record["val_images"] == int((train["class"].isin(task.classes) & (train["fold"] == record["fold"])).sum())
+
+
+def test_rerun_resumes_without_retraining(tiny_run: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cytolens.classify.protocol as protocol
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished unit was trained again")
+
+    monkeypatch.setattr(protocol, "fit_classifier", fail)
+    before = (tiny_run / "metrics.json").read_text()
+    run_protocol(tiny_data, validate_config(TINY, ClassifyConfig), tiny_run)
+    assert (tiny_run / "metrics.json").read_text() == before
+
+
+def test_a_different_config_does_not_reuse_a_run_folder(tiny_run: Path, tiny_data: Path) -> None:
+    changed = validate_config({**TINY, "seed": 7}, ClassifyConfig)
+    with pytest.raises(CytolensError, match="different config"):
+        run_protocol(tiny_data, changed, tiny_run)
+
+
+def test_unreadable_images_stop_the_protocol_with_one_line(tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "0" / "broken.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(CytolensError, match="1 unreadable image"):
+        run_protocol(data, validate_config(TINY, ClassifyConfig), tmp_path / "run")
+
+
+def test_build_tasks_from_class_names() -> None:
+    tasks = build_tasks(["a", "b", "c"], ["all", "pairwise"])
+    assert [t.name for t in tasks] == ["3 classes", "a vs b", "a vs c", "b vs c"]
+    assert [t.name for t in build_tasks(["x", "y"], ["all", "pairwise"])] == ["2 classes"]
+    assert build_tasks(["0", "0.1", "1"], ["1 vs 0"])[0].classes == ("0", "1")
+    with pytest.raises(Exception, match="unknown task"):
+        build_tasks(["0", "1"], ["0 vs 5"])

@@ -1,0 +1,56 @@
+"""Shipped configs validate, the paper's says what the paper says, and config errors are one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cytolens.classify.config import ClassifyConfig
+from cytolens.classify.models import count_parameters, create_model
+from cytolens.config import load_config, packaged_configs, resolve_config_path, save_config
+from cytolens.errors import CytolensError
+
+
+@pytest.mark.parametrize("name", packaged_configs())
+def test_every_shipped_config_validates_and_builds_its_model(name: str) -> None:
+    config = load_config(name, ClassifyConfig)
+    model = create_model(config.model, num_classes=3, input_size=config.input_size, **config.model_options)
+    assert count_parameters(model)["trainable"] > 0
+    if config.name != "shpilman2017":
+        assert config.deviations, f"{name} departs from the paper and must say how"
+
+
+def test_paper_config_is_the_papers_protocol() -> None:
+    config = load_config("shpilman2017", ClassifyConfig)
+    assert (config.model, config.input_size, config.test_per_class, config.folds) == ("shpilman2017", 300, 100, 10)
+    training = config.training
+    assert (training.optimizer, training.lr, training.l2, training.batch_size, training.patience) == ("nadam", 0.002, 0.01, 32, 2)
+    assert config.variants == ["CNN", "CNN+T", "CNN+T+S"] and config.rotations == [90, 180, 270]
+    assert config.tasks == ["all", "pairwise"] and config.classes == ["0", "0.1", "1"]
+    assert config.max_train_per_class is None
+
+
+def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntraining: {lr: 0.1, learning_rate: 3}\n")
+    with pytest.raises(CytolensError, match=r"bad.yaml: config key 'training.learning_rate': unknown key"):
+        load_config(bad, ClassifyConfig)
+    bad.write_text("folds: 1\n")
+    with pytest.raises(CytolensError, match="'folds'"):
+        load_config(bad, ClassifyConfig)
+    bad.write_text("predict_variant: CNN+T+S\nvariants: [CNN]\n")
+    with pytest.raises(CytolensError, match="predict_variant"):
+        load_config(bad, ClassifyConfig)
+    bad.write_text("a: [unclosed\n")
+    with pytest.raises(CytolensError, match="not valid YAML"):
+        load_config(bad, ClassifyConfig)
+    with pytest.raises(CytolensError, match="shipped configs: .*shpilman2017-quick"):
+        resolve_config_path("no-such-config")
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    config = load_config("shpilman2017-cpu", ClassifyConfig, seed=11)
+    assert config.seed == 11
+    again = load_config(save_config(config, tmp_path / "config.yaml"), ClassifyConfig)
+    assert again == config
