@@ -25,34 +25,27 @@ Grad-CAM explains by default, and :func:`model_recipe` gives the training settin
 
 from __future__ import annotations
 
-import copy
-import difflib
-import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from cytolens.errors import OptionError, check_choice
+from cytolens.errors import OptionError
+from cytolens.registry import Registry
 
 __all__ = [
-    "CONVNET_LIMITS", "ConvNet", "convnet_feature_sizes", "count_parameters", "create_model",
+    "CONVNET_LIMITS", "MODELS", "ConvNet", "convnet_feature_sizes", "count_parameters", "create_model",
     "l2_penalty", "list_models", "model_recipe", "register_model",
 ]
 
 ModelBuilder = Callable[..., nn.Module]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    builder: ModelBuilder
-    recipe: Mapping[str, Any]
-
-
-_REGISTRY: dict[str, _Entry] = {}
+#: Every classifier, by name. Builders take ``num_classes``, ``in_chans`` and ``input_size`` plus their own
+#: options and return an ``nn.Module`` with a ``gradcam_layer`` attribute; metadata holds the ``recipe``.
+MODELS: Registry[nn.Module] = Registry("model", common_options=("num_classes", "in_chans", "input_size"))
 
 #: Ranges of the paper's search space (section IV), enforced by the ``convnet`` family.
 CONVNET_LIMITS: dict[str, tuple[int, int]] = {
@@ -75,43 +68,21 @@ def register_model(
 ) -> ModelBuilder | Callable[[ModelBuilder], ModelBuilder]:
     """Register a model builder under its function name (or ``name``), timm style.
 
-    Use bare (``@register_model``) or with options (``@register_model(recipe={...})``). The builder takes the
-    keyword arguments ``num_classes``, ``in_chans`` and ``input_size`` plus its own options and returns an
-    ``nn.Module`` with a ``gradcam_layer`` attribute.
-
-    Parameters
-    ----------
-    builder : callable, optional
-        The builder, when used bare.
-    name : str, optional
-        Registry name; defaults to the function's name.
-    recipe : mapping, optional
-        Default training settings returned by :func:`model_recipe`.
-
-    Returns
-    -------
-    callable
-        The builder unchanged (or a decorator that returns it).
+    Use bare (``@register_model``) or with options (``@register_model(recipe={...})``); ``recipe`` is returned
+    by :func:`model_recipe`.
     """
-
-    def add(function: ModelBuilder) -> ModelBuilder:
-        key = name or function.__name__
-        if key in _REGISTRY:
-            raise ValueError(f"a model named {key!r} is already registered")
-        _REGISTRY[key] = _Entry(function, dict(recipe or {}))
-        return function
-
-    return add(builder) if builder is not None else add
+    decorator = MODELS.register(name=name, recipe=dict(recipe or {}))
+    return decorator(builder) if builder is not None else decorator
 
 
 def list_models() -> list[str]:
     """Return the names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def model_recipe(name: str) -> dict[str, Any]:
     """Return a copy of the default training settings of model ``name`` (optimizer, lr, l2, batch size ...)."""
-    return copy.deepcopy(dict(_REGISTRY[check_choice("model", name, list_models())].recipe))
+    return MODELS.metadata(name)["recipe"]
 
 
 def create_model(
@@ -142,17 +113,9 @@ def create_model(
     OptionError
         For an unknown model or option, or an option out of range.
     """
-    entry = _REGISTRY[check_choice("model", name, list_models())]
     for option, value in (("num_classes", num_classes), ("in_chans", in_chans), ("input_size", input_size)):
         _check_int(option, value, 1)
-    common = ("num_classes", "in_chans", "input_size")
-    accepted = [p for p in inspect.signature(entry.builder).parameters if p not in common]
-    for option in options:
-        if option not in accepted:
-            close = difflib.get_close_matches(option, accepted, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise OptionError(f"model {name!r} has no option {option!r}; its options are {accepted}.{hint}")
-    model = entry.builder(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **options)
+    model = MODELS.create(name, num_classes=num_classes, in_chans=in_chans, input_size=input_size, **options)
     model.model_name = name  # so checkpoints and reports can say what was built
     return model
 

@@ -1,0 +1,24 @@
+"""Segment bright-field images into background / nucleus / cytoplasm (MIDL 2019, seed 003).
+
+Networks are built by name (:func:`create_segmentation_model`, :func:`list_segmentation_models`) and return
+logits at the input's size; :func:`count_parameters` reports PyTorch's and Keras' counts so they compare with
+the paper's Table 1 (:data:`PAPER_PARAMETERS`). The model API is imported lazily, so the numpy-only modules of
+this package (augmentation, labels) load without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "PAPER_PARAMETERS", "SEGMENTATION_MODELS", "SegmentationModel", "count_parameters",
+    "create_segmentation_model", "list_segmentation_models", "segmentation_model_recipe",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: resolve the model API on first use; cytolens.segment.models registers every architecture.
+    if name in __all__:
+        return getattr(importlib.import_module("cytolens.segment.models"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
