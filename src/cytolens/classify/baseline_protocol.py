@@ -25,7 +25,7 @@ def load_feature_table(paths: list[str], run: Path) -> pd.DataFrame:
     cache = run / "features.parquet"
     if cache.is_file():
         table = pd.read_parquet(cache)
-        if table.attrs.get("version", FEATURES_VERSION) == FEATURES_VERSION and set(paths) <= set(table.index):
+        if table.attrs.get("features_version") == FEATURES_VERSION and set(paths) <= set(table.index):
             return table.loc[paths]
     with progress_bar("hand-crafted features", len(paths)) as advance:
         table = feature_table(paths, progress=advance)
