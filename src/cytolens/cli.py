@@ -35,8 +35,10 @@ app.add_typer(data_app, name="data")
 def _register_capabilities() -> None:
     # Each capability owns its commands; importing them here keeps `cytolens --help` complete.
     from cytolens.classify.cli import app as classify_app
+    from cytolens.segment.cli import app as segment_app
 
     app.add_typer(classify_app, name="classify")
+    app.add_typer(segment_app, name="segment")
 
 
 _register_capabilities()
@@ -172,6 +174,22 @@ def synth_microtubules(
             out, per_class=per_class, size=size, seed=seed, difficulty=difficulty, progress=advance
         )
     console.print(f"wrote {len(cells)} cells to {out} (hidden parameters in {out / 'cells.csv'})")
+
+
+@synth_app.command("brightfield")
+def synth_brightfield(
+    out: Annotated[Path, typer.Argument(help="Output folder; gets brightfield/, dapi/, cellstain/, truth/ and fields.csv.")],
+    images: Annotated[int, typer.Option("--images", min=1, help="Number of fields.")] = 10,
+    height: Annotated[int, typer.Option("--height", min=64, help="Field height in pixels.")] = 1440,
+    width: Annotated[int, typer.Option("--width", min=64, help="Field width in pixels.")] = 1920,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; the same seed writes the same files.")] = 0,
+) -> None:
+    """Simulate 20x fields of adherent HeLa-like cells: bright-field, DAPI and whole-cell stain (16-bit TIFF)."""
+    from cytolens.synthetic import simulate_brightfield_dataset
+
+    with progress_bar("simulating fields", images) as advance:
+        fields = simulate_brightfield_dataset(out, images=images, height=height, width=width, seed=seed, progress=advance)
+    console.print(f"wrote {len(fields)} fields to {out} (hidden parameters in {out / 'fields.csv'})")
 
 
 @app.command("demo")

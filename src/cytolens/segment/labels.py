@@ -281,8 +281,14 @@ def label_agreement(derived: NDArray[Any], truth: NDArray[Any], n_classes: int =
     return result
 
 
-def _pairs(root: Path) -> list[tuple[str, Path, Path]]:
-    """(stem, dapi file, cellstain file) for every stem, checking that the two folders match."""
+def fluorescence_pairs(root: Path) -> list[tuple[str, Path, Path]]:
+    """(stem, dapi file, cellstain file) for every stem of ``root/dapi/`` and ``root/cellstain/``.
+
+    Raises
+    ------
+    LayoutError
+        If a folder is missing or empty, or a stem has no partner in the other folder.
+    """
     folders = {name: root / name for name in ("dapi", "cellstain")}
     for name, folder in folders.items():
         if not folder.is_dir():
@@ -330,7 +336,7 @@ def derive_label_folder(
     """
     root = Path(root)
     rows: list[dict[str, Any]] = []
-    for stem, dapi_path, stain_path in _pairs(root):
+    for stem, dapi_path, stain_path in fluorescence_pairs(root):
         dapi, stain = read_image(dapi_path, grayscale=True), read_image(stain_path, grayscale=True)
         if dapi.shape != stain.shape:
             raise LayoutError(f"shape {stain.shape} differs from its DAPI image's {dapi.shape}", path=stain_path)
