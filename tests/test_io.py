@@ -223,3 +223,39 @@ def test_iter_image_files_natural_order(tmp_path: Path) -> None:
     for name in ["cell10.tif", "cell2.tif", "cell1.png", "notes.txt", ".hidden.tif"]:
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in iter_image_files(tmp_path)] == ["cell1.png", "cell2.tif", "cell10.tif"]
+
+
+def test_grayscale_keeps_every_tiff_channel_but_drops_png_alpha(tmp_path: Path) -> None:
+    two = np.stack([np.full((4, 4), 100, np.uint16), np.full((4, 4), 3000, np.uint16)], axis=-1)
+    assert read_image(write_tiff(tmp_path / "two.tif", two), grayscale=True).max() == 1550  # both stains count
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = 90
+    rgba[..., 3] = 255
+    np.testing.assert_array_equal(read_image(write_png(tmp_path / "a.png", rgba), grayscale=True), np.full((4, 4), 90))
+
+
+def test_corrupt_16bit_colour_png_is_a_read_error(tmp_path: Path) -> None:
+    path = write_png(tmp_path / "c.png", np.full((16, 16, 3), 40000, np.uint16))
+    data = bytearray(path.read_bytes())
+    data[60] ^= 0xFF  # break a chunk checksum
+    path.write_bytes(bytes(data))
+    _assert_error(path, "truncated or corrupt")
+
+
+def test_channel_axis_on_a_single_channel_image_is_refused(tmp_path: Path) -> None:
+    path = write_tiff(tmp_path / "g.tif", np.zeros((3, 4), np.uint16))
+    with pytest.raises(OptionError, match="single-channel"):
+        read_image(path, channel_axis=0)
+    with pytest.raises(OptionError, match="ome=True"):
+        write_tiff(tmp_path / "n.tif", np.zeros((3, 4, 2), np.uint16), channel_names=["a", "b"], ome=False)
+
+
+def test_atomic_outputs_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = write_tiff(tmp_path / "p.tif", np.zeros((2, 2), np.uint16))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -12,11 +12,14 @@ is atomic.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import png  # pypng: Pillow reads and writes 16-bit colour PNG as 8-bit
 import tifffile
 
 from cytolens.atomic import atomic_path
@@ -41,6 +44,12 @@ _CHANNEL_AXES = "CS"
 # Generic axes (pages, sequences) with no declared meaning: a stack of them is read as channels.
 _GENERIC_AXES = "QIP"
 MAX_CHANNELS = 64
+
+# What tifffile, Pillow/imageio and pypng raise for damaged files.
+_DECODER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, RuntimeError, IndexError, KeyError, TypeError, SyntaxError, EOFError, struct.error,
+    zlib.error, png.Error,
+)
 
 NormalizeMethod = Literal["bit_depth", "dtype", "percentile"]
 NORMALIZE_METHODS: tuple[str, ...] = ("bit_depth", "dtype", "percentile")
@@ -150,15 +159,17 @@ def read_image(
             image = _read_tiff(path, channel_axis=channel_axis)
         else:
             image = _read_pillow(path, channel_axis=channel_axis)
-    except ImageReadError:
+    except (ImageReadError, OptionError):  # ours, already phrased for the user (OptionError is a ValueError)
         raise
-    except (OSError, ValueError, RuntimeError, IndexError, KeyError, TypeError, SyntaxError) as exc:
+    except _DECODER_ERRORS as exc:
         # Decoders signal damage with many exception types; the user only needs to know the file is bad.
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageReadError(f"cannot be read, the file is truncated or corrupt ({detail})", path=path) from exc
     _check_finite(image, path)
     if grayscale:
-        image = to_grayscale(image)
+        # Only Pillow's formats mark a last channel as alpha (LA, RGBA); a TIFF's channels are all data.
+        has_alpha = fmt != "tiff" and image.ndim == 3 and image.shape[2] in (2, 4)
+        image = to_grayscale(image, alpha=has_alpha)
     return image
 
 
@@ -214,8 +225,6 @@ def _png_is_16bit_colour(path: Path) -> bool:
 
 
 def _read_png_16bit_colour(path: Path) -> np.ndarray:
-    import png  # pypng
-
     width, height, rows, info = png.Reader(filename=str(path)).asDirect()
     planes = int(info["planes"])
     data = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
@@ -227,6 +236,8 @@ def _to_channels_last(data: np.ndarray, axes: str, *, channel_axis: int | None, 
     if len(axes) != data.ndim:  # tifffile always agrees, but guard against an odd reader
         axes = "Q" * (data.ndim - 2) + "YX"
     if channel_axis is not None:
+        if data.ndim == 2:
+            raise OptionError(f"`channel_axis` was given but {path} holds a single-channel 2-D image")
         if not -data.ndim <= channel_axis < data.ndim:
             raise OptionError(f"`channel_axis` must be in [{-data.ndim}, {data.ndim - 1}] for {path}, got {channel_axis}")
         # The user's word overrides the file's labels: the named axis is C and the last two others are Y, X.
@@ -240,7 +251,8 @@ def _to_channels_last(data: np.ndarray, axes: str, *, channel_axis: int | None, 
         described = ", ".join(f"{_AXIS_NAMES.get(ax, ax)} of {n}" for ax, n in extra)
         raise ImageReadError(
             f"unexpected dimensionality: shape {tuple(data.shape)} (axes {axes}) has {described}; cytolens reads "
-            "2-D images with optional channels (save one plane, or name the channel axis with --channel-axis)",
+            "2-D images with optional channels (save one plane, or name the channel axis with read_image's "
+            "channel_axis)",
             path=path,
         )
     if extra and extra[0][1] > MAX_CHANNELS:
@@ -281,17 +293,22 @@ def _ome_channel_names(ome_xml: str | None) -> tuple[str, ...] | None:
     return tuple(names) if names and any(names) else None
 
 
-def to_grayscale(image: np.ndarray) -> np.ndarray:
+def to_grayscale(image: np.ndarray, *, alpha: bool = False) -> np.ndarray:
     """Collapse a channels-last image to ``(H, W)``, keeping the dtype.
 
     Identical channels (a grayscale image stored as RGB) collapse without change; otherwise the channels
-    are averaged (integers rounded). An alpha channel (the 4th of 4, or the 2nd of 2) is ignored.
+    are averaged (integers rounded).
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+    alpha : bool, default False
+        The last channel is transparency (a PNG's LA or RGBA) and is ignored. Every channel of a microscopy
+        TIFF is data, so this is never guessed from the channel count.
     """
     if image.ndim == 2:
         return image
-    channels = image
-    if image.shape[2] in (2, 4):
-        channels = image[..., :-1]
+    channels = image[..., :-1] if alpha and image.shape[2] > 1 else image
     if all(np.array_equal(channels[..., 0], channels[..., c]) for c in range(1, channels.shape[2])):
         return np.ascontiguousarray(channels[..., 0])
     mean = channels.mean(axis=2, dtype=np.float64)
@@ -404,6 +421,8 @@ def write_tiff(
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channel_names is not None and len(channel_names) != channels:
         raise OptionError(f"`channel_names` has {len(channel_names)} names for {channels} channels")
+    if channel_names is not None and ome is False:
+        raise OptionError("`channel_names` are stored in OME metadata; they need ome=True (or ome=None)")
     if ome is None:
         ome = channel_names is not None or path.name.lower().endswith((".ome.tif", ".ome.tiff"))
     data = image if image.ndim == 2 else np.moveaxis(image, -1, 0)
@@ -440,8 +459,6 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
         raise OptionError(f"PNG holds (H, W), (H, W, 3) or (H, W, 4) images, got shape {image.shape}")
     with atomic_path(path) as tmp:
         if image.dtype == np.uint16 and image.ndim == 3:
-            import png  # pypng: Pillow cannot write 16-bit colour
-
             writer = png.Writer(image.shape[1], image.shape[0], bitdepth=16, greyscale=False, alpha=image.shape[2] == 4)
             with tmp.open("wb") as handle:
                 writer.write(handle, image.reshape(image.shape[0], -1))

@@ -22,7 +22,7 @@ def display_image(image: np.ndarray, *, percentiles: tuple[float, float] = (0.5,
     Parameters
     ----------
     image : (H, W) or (H, W, C) ndarray
-        Any dtype; multi-channel images are shown as their channel mean.
+        Any dtype; multi-channel images are shown as the mean of their channels.
     percentiles : (float, float)
         Intensities mapped to black and white.
     """
@@ -67,24 +67,26 @@ def class_montage(
     fig, axes = plt.subplots(
         len(classes), per_class, figsize=(2.2 * per_class, 2.3 * len(classes)), squeeze=False, constrained_layout=True
     )
-    for row, name in enumerate(classes):
-        paths = samples.loc[samples["class"] == name, "path"].to_numpy()
-        chosen = rng.choice(paths, size=min(per_class, len(paths)), replace=False) if len(paths) else []
-        for col in range(per_class):
-            ax = axes[row, col]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if col < len(chosen):
-                ax.imshow(display_image(read_image(chosen[col])), cmap="gray", vmin=0, vmax=1)
-                ax.set_title(Path(chosen[col]).name, fontsize=7)
-            if col == 0:
-                ax.set_ylabel(row_label.format(name=name), fontsize=10)
-    if title:
-        fig.suptitle(title)
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    try:  # a bad image must not leave the figure open
+        for row, name in enumerate(classes):
+            paths = samples.loc[samples["class"] == name, "path"].to_numpy()
+            chosen = rng.choice(paths, size=min(per_class, len(paths)), replace=False) if len(paths) else []
+            for col in range(per_class):
+                ax = axes[row, col]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if col < len(chosen):
+                    ax.imshow(display_image(read_image(chosen[col], grayscale=True)), cmap="gray", vmin=0, vmax=1)
+                    ax.set_title(Path(chosen[col]).name, fontsize=7)
+                if col == 0:
+                    ax.set_ylabel(row_label.format(name=name), fontsize=10)
+        if title:
+            fig.suptitle(title)
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return out_path
