@@ -79,17 +79,17 @@ def test_group_pattern_keeps_cells_of_one_field_together(tmp_path: Path, class_f
     for i, path in enumerate(sorted((root / "0").iterdir())):
         path.rename(path.with_name(f"field{i // 2}_cell{i}.tif"))
     dataset = scan_class_folders(root, group_pattern=r"^(field\d+)_")
-    assert dataset.samples["group"].tolist() == ["field0", "field0", "field1", "field1"]
+    assert dataset.samples["group"].tolist() == ["0/field0", "0/field0", "0/field1", "0/field1"]
     with pytest.raises(LayoutError, match="does not match the group pattern"):
         scan_class_folders(root, group_pattern=r"^plate")
     with pytest.raises(OptionError, match="not a valid regular expression"):
         scan_class_folders(root, group_pattern="(")
 
 
-def test_group_spanning_classes_is_an_error(class_folders) -> None:
+def test_same_field_name_in_two_classes_is_two_groups(class_folders) -> None:
     root = class_folders({"0": 1, "1": 1})
-    with pytest.raises(LayoutError, match="several classes"):
-        scan_class_folders(root, group_pattern=r"cell_\d+")
+    dataset = scan_class_folders(root, group_pattern=r"cell_\d+")
+    assert dataset.samples["group"].tolist() == ["0/cell_000", "1/cell_000"]
 
 
 @pytest.mark.parametrize(

@@ -148,8 +148,8 @@ def scan_class_folders(
         class folder, in :func:`natural_class_order`.
     group_pattern : str, optional
         Regular expression applied to each file stem; its first capture group (or the whole match) is the
-        group id, so that e.g. ``r"^(field\\d+)_"`` keeps all cells of one field together. Files it does
-        not match are an error. By default each image is its own group.
+        group id (prefixed by the class, ``"0/field3"``), so that e.g. ``r"^(field\\d+)_"`` keeps all cells of one
+        field together. Files it does not match are an error. By default each image is its own group.
 
     Returns
     -------
@@ -219,12 +219,11 @@ def scan_class_folders(
                         "path": str(path.resolve()),
                         "class": name,
                         "label": label,
-                        "group": _group_id(path, root, compiled),
+                        "group": _group_id(path, root, name, compiled),
                         "split": split,
                     }
                 )
     samples = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    _check_groups_have_one_class(samples, root)
     return ClassFolderDataset(root=root, layout=layout, classes=tuple(order), samples=samples, ignored=ignored)
 
 
@@ -237,23 +236,16 @@ def _compile_group_pattern(pattern: str | None) -> re.Pattern[str] | None:
         raise OptionError(f"`group_pattern` is not a valid regular expression ({exc}): {pattern!r}") from exc
 
 
-def _group_id(path: Path, root: Path, pattern: re.Pattern[str] | None) -> str:
+def _group_id(path: Path, root: Path, class_name: str, pattern: re.Pattern[str] | None) -> str:
     if pattern is None:
         # Relative path without suffix: unique per image, readable, and stable when the dataset moves.
         return path.relative_to(root).with_suffix("").as_posix()
     match = pattern.search(path.stem)
     if match is None:
         raise LayoutError(f"file name does not match the group pattern {pattern.pattern!r}", path=path)
-    return match.group(1) if pattern.groups else match.group(0)
-
-
-def _check_groups_have_one_class(samples: pd.DataFrame, root: Path) -> None:
-    per_group = samples.groupby("group")["class"].nunique()
-    mixed = per_group[per_group > 1]
-    if len(mixed):
-        group = mixed.index[0]
-        classes = sorted(samples.loc[samples["group"] == group, "class"].unique())
-        raise LayoutError(f"group {group!r} holds images of several classes ({', '.join(classes)})", path=root)
+    # Qualified by class: "field1" of class 0 and "field1" of class 1 are different fields. The split folder
+    # is left out on purpose, so a field with cells in both train/ and test/ shows up as one group.
+    return f"{class_name}/{match.group(1) if pattern.groups else match.group(0)}"
 
 
 def write_manifest(samples: pd.DataFrame, path: str | Path) -> Path:
