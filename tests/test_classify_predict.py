@@ -74,7 +74,7 @@ def test_predict_pairwise_task_and_tta(run: Path, folders: tuple[Path, Path]) ->
     assert list(plain.columns) == ["path", "predicted", "p_0", "p_1"]
     averaged = predict_images(run, folders[0], task="0 vs 1", tta=True).table
     assert not np.allclose(plain["p_1"], averaged["p_1"])  # eight views average differently from one
-    with pytest.raises(OptionError, match="not in this run"):
+    with pytest.raises(OptionError, match="has no model for task .0 vs 0.1.; its tasks: 3 classes, 0 vs 1"):
         predict_images(run, folders[0], task="0 vs 0.1")
 
 

@@ -137,3 +137,56 @@ def test_build_tasks_from_class_names() -> None:
     assert build_tasks(["0", "0.1", "1"], ["1 vs 0"])[0].classes == ("0", "1")
     with pytest.raises(Exception, match="unknown task"):
         build_tasks(["0", "1"], ["0 vs 5"])
+
+
+def _split_copy(tiny_data: Path, root: Path, *, test_classes: tuple[str, ...]) -> Path:
+    """Copy the tiny dataset into DATA/train/ (4 per class) and DATA/test/ (the rest, for `test_classes`)."""
+    import shutil
+
+    for name in ("0", "0.1", "1"):
+        files = sorted((tiny_data / name).glob("*.tif"))
+        for i, path in enumerate(files):
+            split = "train" if i < 4 or name not in test_classes else "test"
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / split / name / path.name)
+    return root
+
+
+def test_train_folder_without_test_folder_holds_out_a_test_set(tiny_data: Path, tmp_path: Path) -> None:
+    from cytolens.classify.protocol import prepare_manifest
+
+    data = _split_copy(tiny_data, tmp_path / "data", test_classes=())
+    manifest, _, _ = prepare_manifest(data, validate_config(TINY, ClassifyConfig))
+    assert manifest.loc[manifest["split"] == "test"].groupby("class").size().to_dict() == {"0": 2, "0.1": 2, "1": 2}
+
+
+def test_fixed_test_set_must_cover_every_class_and_not_share_groups(tiny_data: Path, tmp_path: Path) -> None:
+    from cytolens.classify.protocol import prepare_manifest
+
+    config = validate_config(TINY, ClassifyConfig)
+    partial = _split_copy(tiny_data, tmp_path / "partial", test_classes=("0", "1"))
+    with pytest.raises(CytolensError, match="class '0.1' has no images in test/"):
+        prepare_manifest(partial, config)
+    full = _split_copy(tiny_data, tmp_path / "full", test_classes=("0", "0.1", "1"))
+    leaky = config.model_copy(update={"group_pattern": r"^(cell)_"})  # one group per class, in train/ and test/
+    with pytest.raises(CytolensError, match=r"group '0(\.1)?/cell' has images in both train/ and test/"):
+        prepare_manifest(full, leaky)
+
+
+def test_a_run_folder_is_not_resumed_on_other_images(tiny_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    with pytest.raises(CytolensError, match="other images or another split"):
+        run_protocol(other, validate_config(TINY, ClassifyConfig), tiny_run)
+
+
+def test_predict_defaults_to_the_all_classes_task() -> None:
+    from cytolens.classify.predict import _choose_task
+
+    tasks = build_tasks(["0", "0.1", "1"], ["pairwise", "all"])
+    assert _choose_task(tasks, ["0", "0.1", "1"], None).name == "3 classes"
+    assert _choose_task(tasks, ["0", "0.1", "1"], "1 vs 0").name == "0 vs 1"
+    with pytest.raises(Exception, match="has no model for all classes"):
+        _choose_task(tasks[:1], ["0", "0.1", "1"], None)

@@ -14,7 +14,6 @@ from pathlib import Path
 from cytolens.atomic import write_text_atomic
 from cytolens.console import progress_bar
 from cytolens.datacheck import DatasetCheck, check_dataset
-from cytolens.errors import CytolensError
 from cytolens.layouts import write_manifest
 from cytolens.report.figures import class_montage
 
@@ -38,7 +37,7 @@ def run_demo(
     out : str or Path
         The run folder. Simulated data goes to ``out/data/microtubules``; the check summary, manifest and
         figures beside it. Rerunning overwrites the same files with the same content (deterministic per seed).
-    per_class : int, default 24
+    per_class : int, default 60
         Cells per class.
     size : int, default 256
         Image side in pixels.
@@ -60,7 +59,8 @@ def run_demo(
     with progress_bar("checking images", per_class * len(MICROTUBULE_CLASSES)) as advance:
         check = check_dataset(data, classes=list(MICROTUBULE_CLASSES), progress=advance)
     if not check.ok:  # the simulator wrote these files a moment ago: a problem here is a bug, not user error
-        raise CytolensError(f"demo data failed its own check: {check.problems[0][1]}", path=check.problems[0][0])
+        path, problem = check.problems[0]
+        raise RuntimeError(f"the demo's simulated data failed its own check: {path}: {problem}")
     outputs = [
         write_manifest(check.dataset.samples, out / "manifest.parquet"),
         write_text_atomic(out / "data_check.json", json.dumps(check.summary(), indent=2) + "\n"),

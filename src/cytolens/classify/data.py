@@ -18,6 +18,11 @@ from cytolens.io import normalize_intensity, read_image
 from cytolens.transforms import resize, rotate90, sharpen, unsharp_mask
 
 
+def slug(text: str) -> str:
+    """A file-name-safe form of a task or method name (``"0 vs 0.1"`` → ``"0_vs_0.1"``, ``"CNN+T"`` → ``"CNNpT"``)."""
+    return text.replace(" ", "_").replace("/", "-").replace("+", "p")
+
+
 @dataclass(frozen=True)
 class Task:
     """One classification task: a name and the classes it separates (in label order)."""
@@ -28,7 +33,7 @@ class Task:
     @property
     def slug(self) -> str:
         """A file-name-safe form of the name (``"0 vs 0.1"`` → ``"0_vs_0.1"``)."""
-        return self.name.replace(" ", "_").replace("/", "-")
+        return slug(self.name)
 
 
 def build_tasks(classes: Sequence[str], requested: Sequence[str]) -> list[Task]:
@@ -131,7 +136,7 @@ def load_inputs(
     out = np.empty((len(paths), 1, config.input_size, config.input_size), dtype=np.float32)
     for i, path in enumerate(paths):
         out[i, 0] = preprocess_image(
-            read_image(path),
+            read_image(path, grayscale=True),
             input_size=config.input_size,
             intensity=config.intensity,
             sharpening=config.sharpen if sharpened else None,

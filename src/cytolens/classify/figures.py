@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cytolens.atomic import atomic_path  # noqa: E402
-from cytolens.classify.data import Task  # noqa: E402
+from cytolens.classify.data import Task, slug  # noqa: E402
 from cytolens.errors import CytolensError  # noqa: E402
 from cytolens.report.evaluation_plots import (  # noqa: E402
     plot_accuracy_table,
@@ -21,10 +21,6 @@ from cytolens.report.evaluation_plots import (  # noqa: E402
     plot_learning_curves,
     plot_reliability_diagram,
 )
-
-
-def _slug(text: str) -> str:
-    return text.replace(" ", "_").replace("+", "p")
 
 
 def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[Path]:
@@ -43,14 +39,14 @@ def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[P
                 plot_confusion_matrix(
                     np.asarray(values["confusion_matrix"]),
                     list(task.classes),
-                    figures / "confusion" / f"{_slug(task.name)}__{_slug(method)}.png",
+                    figures / "confusion" / f"{slug(task.name)}__{slug(method)}.png",
                     title=f"{task.name} · {method} (test, n={values['n']})",
                 )
             )
             written.append(
                 plot_reliability_diagram(
                     reliability_table(part[part["method"] == method], task),
-                    figures / "reliability" / f"{_slug(task.name)}__{_slug(method)}.png",
+                    figures / "reliability" / f"{slug(task.name)}__{slug(method)}.png",
                     ece=values["ece"],
                     title=f"{task.name} · {method}",
                 )
@@ -63,7 +59,7 @@ def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[P
                 written.append(
                     plot_learning_curves(
                         history,
-                        figures / "learning_curves" / f"{_slug(task.name)}__{_slug(variant)}.png",
+                        figures / "learning_curves" / f"{slug(task.name)}__{slug(variant)}.png",
                         title=f"{task.name} · {variant}",
                     )
                 )
@@ -84,7 +80,8 @@ def _history(run: Path, task: Task, variant: str) -> pd.DataFrame:
 
 
 def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_examples: int) -> Path | None:
-    """Grad-CAM maps of the final variant's best fold model on correct and wrong test cells.
+    """Grad-CAM maps of the final variant's best fold model on correct and wrong test cells (by the run's
+    predictions), each explaining the predicted class.
 
     Returns None when the run kept no checkpoint for the task (e.g. the variant was not trained).
     """
@@ -115,7 +112,8 @@ def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_exampl
     chosen = pd.concat(picks)
     inputs = load_inputs(chosen["path"].tolist(), config, sharpened=variant.endswith("+S"))
     raw = load_inputs(chosen["path"].tolist(), config, sharpened=False)
-    maps = grad_cam(model, torch.from_numpy(inputs))
+    # Explain the class the run predicted (the ensemble's), so each map matches its panel's label.
+    maps = grad_cam(model, torch.from_numpy(inputs), target=[task.classes.index(p) for p in chosen["predicted"]])
     columns = len(chosen)
     fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns, 4.2), squeeze=False, constrained_layout=True)
     for i, (_, row) in enumerate(chosen.iterrows()):
@@ -127,8 +125,12 @@ def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_exampl
         for ax in axes[:, i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"Grad-CAM · {task.name} · {variant} (layer {getattr(model, 'gradcam_layer', '?')})", fontsize=9)
-    out = run / "figures" / "gradcam" / f"{_slug(task.name)}.png"
+    fig.suptitle(
+        f"Grad-CAM of the best fold model for the predicted class · {task.name} · {variant} "
+        f"(layer {getattr(model, 'gradcam_layer', '?')})",
+        fontsize=9,
+    )
+    out = run / "figures" / "gradcam" / f"{slug(task.name)}.png"
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -79,6 +79,19 @@ def find_images(images: str | Path) -> list[Path]:
     return natsorted(found, key=str)
 
 
+def _choose_task(tasks: list[Task], classes: list[str], requested: str | None) -> Task:
+    """The all-classes task by default; a named one (``"1 vs 0"`` means ``"0 vs 1"``) otherwise."""
+    from cytolens.classify.data import build_tasks
+
+    names = ", ".join(t.name for t in tasks)
+    wanted = build_tasks(classes, ["all" if requested is None else requested])[0]
+    found = next((t for t in tasks if t.classes == wanted.classes), None)
+    if found is None:
+        what = "model for all classes" if requested is None else f"model for task {requested!r}"
+        raise OptionError(f"this run has no {what}; its tasks: {names} (use --task)")
+    return found
+
+
 @dataclass
 class Predictions:
     """Predicted classes and probabilities, and the files that could not be read."""
@@ -122,10 +135,8 @@ def predict_images(
     from cytolens.classify.trainer import predict_proba
 
     run = Path(run)
-    config, _, tasks = load_run(run)
-    chosen = tasks[0] if task is None else next((t for t in tasks if t.name == task), None)
-    if chosen is None:
-        raise OptionError(f"task {task!r} is not in this run; its tasks: {', '.join(t.name for t in tasks)}")
+    config, manifest, tasks = load_run(run)
+    chosen = _choose_task(tasks, list(manifest.sort_values("label")["class"].unique()), task)
     variant = config.predict_variant
     models = load_fold_models(run, chosen, variant, which="best" if config.final_model == "best_fold" else "all")
     use_tta = config.tta if tta is None else tta
@@ -136,7 +147,7 @@ def predict_images(
         batch_paths, batch = [], []
         for path in paths[start : start + batch_size]:
             try:
-                image = read_image(path)
+                image = read_image(path, grayscale=True)
             except ImageReadError as exc:
                 problems.append((path, exc.message))
             else:

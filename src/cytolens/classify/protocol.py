@@ -86,9 +86,11 @@ def prepare_manifest(data: str | Path, config: ClassifyConfig) -> tuple[pd.DataF
             path=data,
         )
     samples = check.dataset.samples.copy()
-    if check.dataset.layout == "class_folders_split":
-        is_test = (samples["split"] == "test").to_numpy()
-    else:
+    fixed_test = (samples["split"] == "test").to_numpy()
+    if fixed_test.any():
+        _check_fixed_test_set(samples, Path(data))
+        is_test = fixed_test
+    else:  # class folders, or DATA/train/ without DATA/test/: hold out test_per_class per class first
         is_test = holdout_per_class(
             samples["class"].to_numpy(), config.test_per_class, groups=samples["group"].to_numpy(), seed=config.seed
         )
@@ -102,6 +104,29 @@ def prepare_manifest(data: str | Path, config: ClassifyConfig) -> tuple[pd.DataF
         seed=config.seed,
     )
     return samples.reset_index(drop=True), check.dataset.classes, check.summary()
+
+
+def _check_fixed_test_set(samples: pd.DataFrame, data: Path) -> None:
+    """A DATA/test/ folder must cover every class and share no group with DATA/train/."""
+    tested = set(samples.loc[samples["split"] == "test", "class"])
+    missing = [name for name in samples["class"].unique() if name not in tested]
+    if missing:
+        raise CytolensError(f"class {missing[0]!r} has no images in test/; every class needs test images", path=data)
+    leaking = samples.groupby("group")["split"].nunique()
+    leaking = leaking[leaking > 1]
+    if len(leaking):
+        raise CytolensError(
+            f"group {leaking.index[0]!r} has images in both train/ and test/; a group must stay on one side",
+            path=data,
+        )
+
+
+def data_fingerprint(manifest: pd.DataFrame) -> str:
+    """A hash of which image is where (path, class, split, fold): a run resumes only on the same split."""
+    import hashlib
+
+    text = manifest[["path", "class", "split", "fold"]].to_csv(index=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _subsample_training(samples: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
@@ -140,6 +165,18 @@ def _check_run_folder(out: Path, config: ClassifyConfig) -> None:
             )
 
 
+def _check_same_data(out: Path, manifest: pd.DataFrame) -> None:
+    """Saved units are only valid for the images and split they were trained on."""
+    stamp = out / "data_fingerprint.txt"
+    fingerprint = data_fingerprint(manifest)
+    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != fingerprint:
+        raise CytolensError(
+            "run folder was trained on other images or another split; choose a new --out or delete the folder",
+            path=out,
+        )
+    write_text_atomic(stamp, fingerprint + "\n")
+
+
 def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path) -> Path:
     """Run the whole protocol and write the run folder (see the module docstring).
 
@@ -165,6 +202,7 @@ def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path) -> P
     configure_threads(config.training.num_threads)
     save_config(config, out / "config.yaml")
     manifest, classes, summary = prepare_manifest(data, config)
+    _check_same_data(out, manifest)
     write_manifest(manifest, out / "manifest.parquet")
     write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
     tasks = build_tasks(classes, config.tasks)

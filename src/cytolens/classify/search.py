@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from cytolens.atomic import write_text_atomic
@@ -24,6 +25,7 @@ from cytolens.classify.protocol import prepare_manifest
 from cytolens.classify.search_space import SearchSpace, Topology, estimate_cost, paper_topology
 from cytolens.classify.trainer import fit_classifier
 from cytolens.console import console, progress_bar
+from cytolens.errors import CytolensError
 from cytolens.layouts import write_manifest
 from cytolens.splits import iter_folds
 from cytolens.training import configure_threads
@@ -50,7 +52,7 @@ def run_search(
     out : str or Path
         Folder for ``search.csv``, ``best_topology.yaml`` and the manifest.
     trials : int
-        Topologies to try, the paper's first.
+        Topologies to try, the paper's first (unless it is over ``max_mflops``).
     folds : int, default 3
         Cross-validation folds per topology (fewer than the protocol's 10 keeps a search affordable).
     max_mflops : float, optional
@@ -70,8 +72,12 @@ def run_search(
     labels = train["label"].to_numpy()
 
     rng = np.random.default_rng(config.seed)
-    candidates: list[Topology] = [paper_topology()]
-    while len(candidates) < trials:
+    paper = paper_topology()
+    # The paper's topology is the reference trial, unless it is over the compute budget.
+    candidates: list[Topology] = [] if max_mflops is not None and estimate_cost(paper) > max_mflops else [paper]
+    for _ in range(100 * trials):  # a small space may hold fewer distinct topologies than asked for
+        if len(candidates) >= trials:
+            break
         topology = space.sample(rng, max_mflops=max_mflops)
         if topology not in candidates:
             candidates.append(topology)
@@ -81,9 +87,15 @@ def run_search(
     cache: dict[int, np.ndarray] = {}
     with progress_bar("searching", len(candidates)) as advance:
         for trial, topology in enumerate(candidates):
-            if len(done) and trial in set(done["trial"]):
-                advance(1)
+            settled = done[(done["trial"] == trial)] if len(done) else done
+            if len(settled) and settled["topology_yaml"].iloc[0] == _topology_yaml(topology):
+                advance(1)  # finished in an earlier run with the same topology
                 continue
+            if len(settled):
+                raise CytolensError(
+                    f"search.csv holds another topology for trial {trial}; the search settings changed — use a "
+                    "new --out", path=out,
+                )
             if topology.input_size not in cache:
                 sized = config.model_copy(update={"input_size": topology.input_size})
                 cache[topology.input_size] = load_inputs(train["path"].tolist(), sized, sharpened=False)
@@ -109,6 +121,7 @@ def _evaluate(
     input_size = options.pop("input_size")
     scores = []
     for fold, train_index, val_index in iter_folds(folds):
+        torch.manual_seed(config.seed + fold)  # the same trial starts from the same weights, resumed or not
         model = create_model("convnet", num_classes=num_classes, in_chans=1, input_size=input_size, **options)
         result = fit_classifier(
             model, inputs[train_index], labels[train_index], inputs[val_index], labels[val_index],
@@ -123,5 +136,9 @@ def _evaluate(
         "parameters": count_parameters(probe)["trainable"],
         "mflops": round(estimate_cost(topology, num_classes=num_classes), 2),
         "seconds": round(time.perf_counter() - started, 1),
-        "topology_yaml": yaml.safe_dump(topology.to_dict(), default_flow_style=True).strip(),
+        "topology_yaml": _topology_yaml(topology),
     }
+
+
+def _topology_yaml(topology: Topology) -> str:
+    return yaml.safe_dump(topology.to_dict(), default_flow_style=True).strip()

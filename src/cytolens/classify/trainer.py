@@ -12,7 +12,8 @@ from torch import nn
 
 from cytolens.classify.config import TrainingConfig
 from cytolens.classify.models import l2_penalty
-from cytolens.training import EarlyStopping, seed_everything
+from cytolens.errors import OptionError
+from cytolens.training import EarlyStopping, seed_everything, select_device
 from cytolens.transforms import DIHEDRAL_SIZE, dihedral
 
 
@@ -70,7 +71,13 @@ def fit_classifier(
         The model holds the weights of its best validation epoch (Keras' ``restore_best_weights``; the
         paper does not say, and keeping the best epoch is what early stopping is for).
     """
+    if len(val_x) == 0 or len(train_x) == 0:
+        raise OptionError(
+            f"a fold needs training and validation images, got {len(train_x)} and {len(val_x)}; use fewer folds"
+        )
     seed_everything(seed)
+    device = select_device()
+    model.to(device)
     optimizer = make_optimizer(model, training)
     loss_fn = nn.CrossEntropyLoss()
     x = torch.from_numpy(np.ascontiguousarray(train_x))
@@ -84,15 +91,16 @@ def fit_classifier(
         total_loss, total_correct = 0.0, 0
         for start in range(0, len(order), training.batch_size):
             batch = order[start : start + training.batch_size]
-            logits = model(x[batch])
-            loss = loss_fn(logits, y[batch])
-            if training.l2 > 0:
-                loss = loss + l2_penalty(model, training.l2)
+            inputs, targets = x[batch].to(device), y[batch].to(device)
+            logits = model(inputs)
+            cross_entropy = loss_fn(logits, targets)
+            loss = cross_entropy + l2_penalty(model, training.l2) if training.l2 > 0 else cross_entropy
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach()) * len(batch)
-            total_correct += int((logits.argmax(1) == y[batch]).sum())
+            # The curves compare like with like: cross-entropy only, as for validation (L2 is not a data loss).
+            total_loss += float(cross_entropy.detach()) * len(batch)
+            total_correct += int((logits.argmax(1) == targets).sum())
         val_proba = predict_proba(model, val_x)
         val_log_proba = torch.log(torch.from_numpy(val_proba).clamp_min(1e-12))
         val_loss = float(nn.functional.nll_loss(val_log_proba, torch.from_numpy(np.asarray(val_y, dtype=np.int64))))
@@ -110,7 +118,7 @@ def fit_classifier(
             break
     if stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
-    model.eval()
+    model.eval().cpu()  # checkpoints, Grad-CAM and reports work on the CPU copy
     return FitResult(model, pd.DataFrame(rows), stopper.best_epoch, stopper.best_score)
 
 
@@ -128,6 +136,7 @@ def predict_proba(model: nn.Module, inputs: np.ndarray, *, batch_size: int = 64,
     """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     transforms = range(DIHEDRAL_SIZE) if tta else [0]
     total = None
     for index in transforms:
@@ -137,8 +146,8 @@ def predict_proba(model: nn.Module, inputs: np.ndarray, *, batch_size: int = 64,
             if index:
                 # dihedral works on (H, W, C): move channels last and back.
                 batch = np.stack([np.moveaxis(dihedral(np.moveaxis(x, 0, -1), index), -1, 0) for x in batch])
-            logits = model(torch.from_numpy(np.ascontiguousarray(batch)))
-            chunks.append(torch.softmax(logits, dim=1).numpy())
+            logits = model(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+            chunks.append(torch.softmax(logits, dim=1).cpu().numpy())
         proba = np.concatenate(chunks) if chunks else np.empty((0, 0), np.float32)
         total = proba if total is None else total + proba
     model.train(was_training)
