@@ -85,18 +85,26 @@ def data_check(
 ) -> None:
     """Detect the layout of PATH, validate every image and summarise classes, sizes, dtypes and problems.
 
-    Exits with 0 when every image is readable, 1 when some files have problems (each is listed with its
-    reason), and 2 when PATH cannot be used at all.
+    Layouts: class folders (DATA/<class>/, optionally under train/ and test/) and, for segmentation,
+    DATA/images/ (or brightfield/) with DATA/labels/. Exits with 0 when every file is usable, 1 when some
+    files have problems (each is listed with its reason), and 2 when PATH cannot be used at all.
     """
-    from cytolens.datacheck import check_dataset
-    from cytolens.layouts import parse_class_list, scan_class_folders, write_manifest
+    from cytolens.datacheck import check_dataset, check_label_pairs
+    from cytolens.label_pairs import scan_image_label_pairs
+    from cytolens.layouts import MANIFEST_COLUMNS, detect_layout, parse_class_list, scan_class_folders, write_manifest
 
     class_list = parse_class_list(classes) if classes else None
-    total = len(scan_class_folders(path, classes=class_list, group_pattern=group_pattern).samples)
-    with progress_bar("checking images", total) as advance:
-        check = check_dataset(path, classes=class_list, group_pattern=group_pattern, progress=advance)
+    if detect_layout(path) == "image_label_pairs":
+        total = len(scan_image_label_pairs(path, classes=class_list).samples)
+        with progress_bar("checking image/label pairs", total) as advance:
+            check = check_label_pairs(path, classes=class_list, progress=advance)
+    else:
+        total = len(scan_class_folders(path, classes=class_list, group_pattern=group_pattern).samples)
+        with progress_bar("checking images", total) as advance:
+            check = check_dataset(path, classes=class_list, group_pattern=group_pattern, progress=advance)
     if manifest is not None:
-        write_manifest(check.dataset.samples, manifest)
+        pairs = check.dataset.layout == "image_label_pairs"
+        write_manifest(check.dataset.samples, manifest, required=("path", "group", "split") if pairs else MANIFEST_COLUMNS)
     if as_json:
         stdout.print_json(json.dumps(check.summary()))
     else:
@@ -106,21 +114,29 @@ def data_check(
 
 
 def print_check(check: object) -> None:
-    """Print a :class:`~cytolens.datacheck.DatasetCheck` as tables on stdout."""
+    """Print a :class:`~cytolens.datacheck.DatasetCheck` or :class:`~cytolens.datacheck.PairCheck` on stdout."""
     from rich.table import Table
 
     from cytolens.datacheck import DatasetCheck
 
-    assert isinstance(check, DatasetCheck)
-    summary = check.summary()
+    summary = check.summary()  # type: ignore[attr-defined]
     stdout.print(f"[bold]{summary['root']}[/]  layout: {summary['layout']}")
-    counts = check.dataset.counts()
-    table = Table(title="images per class", title_justify="left")
-    table.add_column("class")
-    for split in counts.columns:
-        table.add_column(str(split) or "images", justify="right")
-    for name, row in counts.iterrows():
-        table.add_row(str(name), *(str(int(v)) for v in row))
+    if isinstance(check, DatasetCheck):
+        counts = check.dataset.counts()
+        table = Table(title="images per class", title_justify="left")
+        table.add_column("class")
+        for split in counts.columns:
+            table.add_column(str(split) or "images", justify="right")
+        for name, row in counts.iterrows():
+            table.add_row(str(name), *(str(int(v)) for v in row))
+    else:
+        table = Table(title=f"{summary['images']} image/label pairs ({summary['images_folder']}/ + labels/)",
+                      title_justify="left")
+        table.add_column("label")
+        table.add_column("class")
+        table.add_column("pixels", justify="right")
+        for k, (name, fraction) in enumerate(summary["pixel_fraction"].items()):
+            table.add_row(str(k), name, f"{fraction:.1%}")
     stdout.print(table)
     if summary["images"]:
         height, width = summary["height"], summary["width"]
@@ -131,9 +147,10 @@ def print_check(check: object) -> None:
         )
     for item in summary["ignored"]:
         stdout.print(f"ignored: {item['path']}: {item['reason']}", markup=False)
-    if check.problems:
-        stdout.print(f"[bold red]{len(check.problems)} problem file(s):[/]")
-        for path, message in check.problems:
+    problems = check.problems  # type: ignore[attr-defined]
+    if problems:
+        stdout.print(f"[bold red]{len(problems)} problem file(s):[/]")
+        for path, message in problems:
             stdout.print(f"  {path}: {message}", markup=False)
     else:
         stdout.print(f"[green]all {summary['images']} images are readable[/]")

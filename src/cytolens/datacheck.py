@@ -1,5 +1,7 @@
 """``cytolens data check``: detect a dataset's layout, validate every file, summarise what is there.
 
+Class-folder datasets go through :func:`check_dataset`, image/label pairs through :func:`check_label_pairs`.
+
 The same code runs before every pipeline, so a folder that passes the check is one the pipelines can read.
 """
 
@@ -9,10 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cytolens.errors import ImageReadError
-from cytolens.io import read_image_info
+from cytolens.io import read_image, read_image_info
+from cytolens.label_pairs import ImageLabelDataset, scan_image_label_pairs
 from cytolens.layouts import ClassFolderDataset, scan_class_folders
 
 
@@ -132,3 +136,120 @@ def check_dataset(
         rows, columns=["path", "class", "split", "height", "width", "channels", "dtype", "bits_used", "format"]
     )
     return DatasetCheck(dataset=dataset, files=files, problems=problems)
+
+
+@dataclass
+class PairCheck:
+    """The result of :func:`check_label_pairs`.
+
+    Attributes
+    ----------
+    dataset : ImageLabelDataset
+        The scanned pairs; ``dataset.samples`` lists only the pairs that passed validation.
+    files : pandas.DataFrame
+        One row per valid pair: ``stem``, ``height``, ``width``, ``channels``, ``dtype``, ``bits_used``,
+        ``format`` and ``pixels_<class>`` for every class.
+    problems : list of (Path, str)
+        Files that failed validation, with the one-line reason.
+    """
+
+    dataset: ImageLabelDataset
+    files: pd.DataFrame
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every pair is usable."""
+        return not self.problems
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-ready summary: layout, classes with pixel fractions, sizes, dtypes, bit depth, problems."""
+        files = self.files
+        pixels = {name: int(files[f"pixels_{name}"].sum()) for name in self.dataset.classes} if len(files) else {}
+        total = sum(pixels.values()) or 1
+        return {
+            "root": str(self.dataset.root),
+            "layout": self.dataset.layout,
+            "images_folder": self.dataset.images.name,
+            "classes": list(self.dataset.classes),
+            "images": len(files),
+            "pixel_fraction": {name: count / total for name, count in pixels.items()},
+            "height": _range(files, "height"),
+            "width": _range(files, "width"),
+            "channels": sorted(int(c) for c in files["channels"].unique()) if len(files) else [],
+            "dtypes": sorted(str(d) for d in files["dtype"].unique()) if len(files) else [],
+            "formats": sorted(str(d) for d in files["format"].unique()) if len(files) else [],
+            "bits_used_max": int(files["bits_used"].max()) if len(files) else None,
+            "problems": [{"path": str(p), "problem": m} for p, m in self.problems],
+            "ignored": [{"path": str(p), "reason": m} for p, m in self.dataset.ignored],
+        }
+
+
+def check_label_pairs(
+    root: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> PairCheck:
+    """Validate every image/label pair of a segmentation dataset.
+
+    A pair is usable when both files read, the label image is a single-channel integer image of the image's
+    height and width, and its values lie in ``0..K-1`` for the K class names.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder with ``images/`` (or ``brightfield/``) and ``labels/``.
+    classes : sequence of str, optional
+        Class names in label order (default: background, nucleus, cytoplasm).
+    progress : callable, optional
+        Called with 1 after each pair.
+
+    Raises
+    ------
+    LayoutError
+        If the folder is not a pair layout or the stems do not match.
+    """
+    dataset = scan_image_label_pairs(root, classes=tuple(classes) if classes is not None else None)
+    n_classes = len(dataset.classes)
+    rows, keep, problems = [], [], []
+    for stem, image_path, label_path in zip(dataset.samples["stem"], dataset.samples["path"], dataset.samples["label_path"]):
+        problem = None
+        try:
+            info = read_image_info(image_path)
+            label = read_image(label_path)
+        except ImageReadError as exc:
+            problem = (exc.path or Path(image_path), exc.message)
+        else:
+            problem = _label_problem(label, info.shape[:2], n_classes)
+            if problem is not None:
+                problem = (Path(label_path), problem)
+        if problem is not None:
+            problems.append(problem)
+            keep.append(False)
+        else:
+            keep.append(True)
+            counts = np.bincount(label.ravel().astype(np.int64), minlength=n_classes)
+            row = {"stem": stem, "height": info.shape[0], "width": info.shape[1], "channels": info.channels,
+                   "dtype": str(info.dtype), "bits_used": info.bits_used, "format": info.format}
+            row.update({f"pixels_{name}": int(counts[k]) for k, name in enumerate(dataset.classes)})
+            rows.append(row)
+        if progress is not None:
+            progress(1)
+    dataset.samples = dataset.samples[keep].reset_index(drop=True)
+    columns = ["stem", "height", "width", "channels", "dtype", "bits_used", "format",
+               *(f"pixels_{name}" for name in dataset.classes)]
+    return PairCheck(dataset=dataset, files=pd.DataFrame(rows, columns=columns), problems=problems)
+
+
+def _label_problem(label: np.ndarray, shape: tuple[int, ...], n_classes: int) -> str | None:
+    if label.ndim != 2:
+        return f"a label image must have one channel, got shape {label.shape}"
+    if not np.issubdtype(label.dtype, np.integer):
+        return f"a label image must hold integer class indices, got {label.dtype}"
+    if label.shape != tuple(shape):
+        return f"label size {label.shape[0]}×{label.shape[1]} differs from its image's {shape[0]}×{shape[1]}"
+    low, high = int(label.min()), int(label.max())
+    if low < 0 or high >= n_classes:
+        return f"label values {low}..{high} fall outside 0..{n_classes - 1} for {n_classes} classes"
+    return None

@@ -6,6 +6,8 @@ Layouts known so far:
     ``DATA/<class>/*.tif`` — one folder per class, one image per sample (a single cell, as in Shpilman et al.).
 ``class_folders_split``
     ``DATA/train/<class>/`` and ``DATA/test/<class>/`` — the same with a fixed test set.
+``image_label_pairs``
+    ``DATA/images/`` + ``DATA/labels/`` paired by file stem, for segmentation (see :mod:`cytolens.label_pairs`).
 
 Class names are strings and stay themselves (``"0"``, ``"0.1"``, ``"1"``); their order is explicit
 (``classes=["0", "0.1", "1"]``) or natural (numeric names by value, others in natural sort order).
@@ -28,8 +30,9 @@ import pandas as pd
 from cytolens.atomic import atomic_path
 from cytolens.errors import LayoutError, OptionError
 from cytolens.io import IMAGE_SUFFIXES, iter_image_files
+from cytolens.label_pairs import image_folder
 
-LAYOUTS: tuple[str, ...] = ("class_folders", "class_folders_split")
+LAYOUTS: tuple[str, ...] = ("class_folders", "class_folders_split", "image_label_pairs")
 SPLIT_FOLDERS: tuple[str, ...] = ("train", "test")
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "class", "label", "group", "split")
 
@@ -110,6 +113,9 @@ def detect_layout(root: str | Path) -> str:
     if not root.is_dir():
         raise LayoutError("is a file; give the dataset folder", path=root)
     subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    # Checked first: images/ and labels/ would otherwise look like two classes.
+    if image_folder(root) is not None:
+        return "image_label_pairs"
     if "train" in subdirs and _has_class_folders(root / "train"):
         return "class_folders_split"
     if any(iter_image_files(root / name) for name in subdirs):
@@ -121,8 +127,8 @@ def detect_layout(root: str | Path) -> str:
             path=root,
         )
     raise LayoutError(
-        "matches no known layout: expected class folders (DATA/<class>/*.tif) or DATA/train/<class>/ and "
-        "DATA/test/<class>/",
+        "matches no known layout: expected class folders (DATA/<class>/*.tif), DATA/train/<class>/ and "
+        "DATA/test/<class>/, or DATA/images/ with DATA/labels/",
         path=root,
     )
 
@@ -162,6 +168,8 @@ def scan_class_folders(
     """
     root = Path(root)
     layout = detect_layout(root)
+    if layout == "image_label_pairs":
+        raise LayoutError("holds images/ and labels/ for segmentation, not class folders", path=root)
     splits = SPLIT_FOLDERS if layout == "class_folders_split" else ("",)
     ignored: list[tuple[Path, str]] = []
     found: dict[str, dict[str, list[Path]]] = {}
@@ -248,7 +256,9 @@ def _group_id(path: Path, root: Path, class_name: str, pattern: re.Pattern[str] 
     return f"{class_name}/{match.group(1) if pattern.groups else match.group(0)}"
 
 
-def write_manifest(samples: pd.DataFrame, path: str | Path) -> Path:
+def write_manifest(
+    samples: pd.DataFrame, path: str | Path, *, required: Sequence[str] = MANIFEST_COLUMNS
+) -> Path:
     """Write a manifest table to Parquet atomically.
 
     Parameters
@@ -257,10 +267,12 @@ def write_manifest(samples: pd.DataFrame, path: str | Path) -> Path:
         At least the columns :data:`MANIFEST_COLUMNS`; extra columns are kept.
     path : str or Path
         Destination ``.parquet`` file.
+    required : sequence of str, default MANIFEST_COLUMNS
+        Columns that must be present (image/label pairs have no class column: ``("path", "group", "split")``).
     """
-    missing = [c for c in MANIFEST_COLUMNS if c not in samples.columns]
+    missing = [c for c in required if c not in samples.columns]
     if missing:
-        raise OptionError(f"a manifest needs the columns {', '.join(MANIFEST_COLUMNS)}; missing {', '.join(missing)}")
+        raise OptionError(f"a manifest needs the columns {', '.join(required)}; missing {', '.join(missing)}")
     path = Path(path)
     with atomic_path(path) as tmp:
         samples.to_parquet(tmp, index=False)
