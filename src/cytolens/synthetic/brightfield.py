@@ -50,6 +50,7 @@ from scipy import ndimage as ndi
 from cytolens.atomic import atomic_path
 from cytolens.errors import OptionError
 from cytolens.io import write_tiff
+from cytolens.synthetic.camera import read_out
 from cytolens.synthetic.brightfield_cells import CellField, CellFieldParameters, draw_cell_field
 
 #: 6.5 µm camera pixels behind a 20× objective.
@@ -140,18 +141,10 @@ def _blur(image: Image, sigma: float) -> Image:
 
 def _camera(signal: Image, params: HiddenParameters, rng: np.random.Generator) -> NDArray[np.uint16]:
     """Shot and read noise, offset and 16-bit quantisation; ``signal`` (in ADU) is used as the work buffer."""
-    gain = float(params["gain"])
-    np.maximum(signal, 0.0, out=signal)
-    signal *= gain  # electrons
-    # Poisson(λ) ≈ Normal(λ, λ) at these counts, and several times faster to draw.
-    noise = rng.standard_normal(signal.shape, dtype=np.float32)
-    noise *= np.sqrt(signal + np.float32(float(params["read_noise_e"]) ** 2))
-    signal += noise
-    signal *= np.float32(1.0 / gain)
-    signal += np.float32(params["offset"])
-    np.rint(signal, out=signal)
-    np.clip(signal, 0, MAX_ADU, out=signal)
-    return signal.astype(np.uint16)
+    return read_out(
+        signal, gain=float(params["gain"]), read_noise_e=float(params["read_noise_e"]),
+        offset=float(params["offset"]), max_adu=MAX_ADU, rng=rng,
+    )
 
 
 def _debris(rng: np.random.Generator, shape: tuple[int, int], params: HiddenParameters) -> tuple[Image, Image]:

@@ -35,19 +35,19 @@ noise (``read_noise_e``); quantisation to 0..16383 stored as uint16.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import tifffile
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
+from cytolens.atomic import write_text_atomic
 from cytolens.errors import OptionError
+from cytolens.io import write_tiff
+from cytolens.synthetic.camera import read_out
 from cytolens.synthetic.microtubule_geometry import (
     GROWTH_STEP,
     REF_FRAME,
@@ -222,23 +222,14 @@ def _expose(signal: NDArray[np.float32], params: HiddenParameters, rng: np.rando
         scale * (axis - float(params["illumination_y"])) ** 2, scale * (axis - float(params["illumination_x"])) ** 2
     )
     illumination += 1.0
-    gain = float(params["gain"])
     photons = signal  # the caller hands over its buffer
     photons *= float(params["exposure"])
     photons += float(params["background"])
     photons *= illumination
-    photons *= gain
-    np.maximum(photons, 0.0, out=photons)
-    # Shot noise: Poisson(λ) ≈ Normal(λ, λ) at the tens-to-thousands of electrons here, 4× faster to draw.
-    variance = np.add(photons, float(params["read_noise_e"]) ** 2, out=illumination)
-    noise = rng.standard_normal(photons.shape, dtype=np.float32)
-    noise *= np.sqrt(variance, out=variance)
-    photons += noise
-    photons *= 1.0 / gain
-    photons += float(params["offset"])
-    np.rint(photons, out=photons)
-    np.clip(photons, 0, MAX_ADU, out=photons)
-    return photons.astype(np.uint16)
+    return read_out(
+        photons, gain=float(params["gain"]), read_noise_e=float(params["read_noise_e"]),
+        offset=float(params["offset"]), max_adu=MAX_ADU, rng=rng,
+    )
 
 
 def simulate_cell(
@@ -291,29 +282,6 @@ def simulate_cell(
     image = _expose(signal, params, rng)
     params["saturated_fraction"] = float(np.mean(image >= MAX_ADU))
     return image, params
-
-
-def _write_tiff_atomic(path: Path, image: NDArray[np.uint16]) -> None:
-    """Write a TIFF so that ``path`` is either absent, the old file, or the complete new file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.tif")
-    os.close(fd)
-    try:
-        tifffile.imwrite(tmp, image, photometric="minisblack", compression=None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.csv")
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cell_rng(seed: int, class_index: int, cell_index: int) -> np.random.Generator:
@@ -375,12 +343,12 @@ def simulate_microtubule_dataset(
             rng = cell_rng(int(seed), class_index, cell_index)
             image, params = simulate_cell(rng, dose=float(name), size=int(size), difficulty=float(difficulty))
             relative = f"{name}/cell_{cell_index:04d}.tif"
-            _write_tiff_atomic(out / relative, image)
+            write_tiff(out / relative, image)
             params.pop("dose")
             rows.append({"path": relative, "class": name, "dose": float(name), "seed": int(seed),
                          "cell_index": cell_index, **params})
             if progress is not None:
                 progress(1)
     table = pd.DataFrame(rows)
-    _write_csv_atomic(out / "cells.csv", table)
+    write_text_atomic(out / "cells.csv", table.to_csv(index=False))
     return table
