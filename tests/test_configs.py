@@ -12,8 +12,8 @@ from cytolens.config import load_config, packaged_configs, resolve_config_path, 
 from cytolens.errors import CytolensError
 
 
-@pytest.mark.parametrize("name", packaged_configs())
-def test_every_shipped_config_validates_and_builds_its_model(name: str) -> None:
+@pytest.mark.parametrize("name", [n for n in packaged_configs() if n.startswith("shpilman2017")])
+def test_every_shipped_classification_config_validates_and_builds_its_model(name: str) -> None:
     config = load_config(name, ClassifyConfig)
     model = create_model(config.model, num_classes=3, input_size=config.input_size, **config.model_options)
     assert count_parameters(model)["trainable"] > 0

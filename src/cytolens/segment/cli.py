@@ -1,4 +1,4 @@
-"""``cytolens segment ...`` commands (MIDL 2019): label derivation from fluorescence."""
+"""``cytolens segment ...`` commands (MIDL 2019): label derivation, training, prediction, evaluation."""
 
 from __future__ import annotations
 
@@ -39,3 +39,103 @@ def labels(
             f"nucleus {table['dice_nucleus'].mean():.3f}, cytoplasm {table['dice_cytoplasm'].mean():.3f}, "
             f"mean {table['mean_dice'].mean():.3f}"
         )
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", help="Experiment config: a YAML file, or a shipped name such as midl2019-quick.")
+]
+
+
+@app.command("train")
+def train(
+    data: Annotated[Path, typer.Argument(help="Dataset: DATA/images/ (or brightfield/) + DATA/labels/, same stems.")],
+    config: ConfigOption,
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists with the same config).")],
+    classes: Annotated[
+        str | None, typer.Option("--classes", help="Class names in label order, e.g. background,nucleus,cytoplasm.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+) -> None:
+    """Train with the paper's protocol: class-balanced patches, augmentations, image-level K-fold CV."""
+    from cytolens.config import load_config
+    from cytolens.layouts import parse_class_list
+    from cytolens.segment.config import SegmentConfig
+    from cytolens.segment.evaluate import table1, table1_markdown
+    from cytolens.segment.predict import load_run
+    from cytolens.segment.protocol import run_training
+
+    settings = load_config(config, SegmentConfig, classes=parse_class_list(classes) if classes else None, seed=seed)
+    run = run_training(data, settings, out)
+    console.print(f"run folder {run} (config.yaml, manifest.parquet, folds/, checkpoints/)", markup=False)
+    loaded = load_run(run)
+    typer.echo(table1_markdown(table1(loaded), loaded))
+
+
+@app.command("predict")
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run folder written by 'cytolens segment train'.")],
+    images: Annotated[Path, typer.Argument(help="An image, a folder of images, or a dataset root with images/.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for <stem>.tif, <stem>_overlay.png, ...")],
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over the 8 rotations/flips.")] = None,
+    probabilities: Annotated[bool, typer.Option("--prob", help="Also write <stem>_prob.tif.")] = False,
+    cells: Annotated[bool, typer.Option("--cells", help="Also write <stem>_cells.tif and cells.csv.")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="ensemble (of the fold models) or best_fold; default: the run's.")
+    ] = None,
+    pixel_size: Annotated[
+        float | None, typer.Option("--pixel-size", min=0.0, help="Pixel size in µm, for µm² areas in cells.csv.")
+    ] = None,
+) -> None:
+    """Segment whole images of any size (tiled, bounded memory); unreadable files are listed, exit status 1."""
+    from cytolens.errors import check_choice
+    from cytolens.segment.predict import find_input_images, load_run, predict_images
+
+    if model is not None:
+        check_choice("--model", model, ("ensemble", "best_fold"))
+    load_run(run)  # a wrong run folder is the first thing to report
+    with progress_bar("segmenting", len(find_input_images(images))) as advance:
+        result = predict_images(
+            run, images, out, tta=tta, probabilities=probabilities, cells=cells, which=model,
+            pixel_size_um=pixel_size, progress=advance,
+        )
+    console.print(f"segmented {len(result.table)} images into {out} with {result.model}", markup=False)
+    if result.cells is not None:
+        console.print(f"{len(result.cells)} cells measured in {out / 'cells.csv'}", markup=False)
+    for path, problem in result.problems:
+        console.print(f"skipped {path}: {problem}", markup=False)
+    if result.problems:
+        raise typer.Exit(1)
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run folder written by 'cytolens segment train'.")],
+    data: Annotated[Path, typer.Argument(help="Labelled data: DATA/images/ (or brightfield/) + DATA/labels/.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default RUN/evaluation).")] = None,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over the 8 rotations/flips.")] = None,
+) -> None:
+    """Dice per class and mean, IoU, pixel accuracy, confusion matrix, per-image table, and Table 1.
+
+    Training images are scored only out-of-fold (by the model that did not train on them); new images by the
+    run's final model.
+    """
+    from cytolens.label_pairs import scan_image_label_pairs
+    from cytolens.segment.evaluate import evaluate_run
+    from cytolens.segment.predict import load_run
+
+    loaded = load_run(run)  # a wrong run folder is the first thing to report
+    total = len(scan_image_label_pairs(data, classes=loaded.config.classes).samples)
+
+    with progress_bar("evaluating", total) as advance:
+        summary = evaluate_run(run, data, out=out, tta=tta, progress=advance)
+    destination = out if out is not None else run / "evaluation"
+    classes = summary["classes"]
+    typer.echo(f"{summary['images']} images scored; {summary['mode']}")
+    if summary["skipped"]:
+        typer.echo(f"{len(summary['skipped'])} images skipped: {summary['skipped_reason']}")
+    typer.echo("dice: " + ", ".join(f"{c} {summary['dice'][c]:.4f}" for c in classes)
+               + f"; mean dice {summary['mean_dice']:.4f}")
+    typer.echo("IoU: " + ", ".join(f"{c} {summary['iou'][c]:.4f}" for c in classes)
+               + f"; mean IoU {summary['mean_iou']:.4f}; pixel accuracy {summary['pixel_accuracy']:.4f}")
+    typer.echo(f"definition: {summary['definition']}")
+    typer.echo((destination / "table1.md").read_text(encoding="utf-8"))
