@@ -36,6 +36,7 @@ from cytolens.console import console, progress_bar
 from cytolens.datacheck import check_dataset
 from cytolens.errors import CytolensError
 from cytolens.layouts import write_manifest
+from cytolens.run_folder import check_same_config, check_same_data
 from cytolens.splits import grouped_stratified_kfold, holdout_per_class
 from cytolens.training import configure_threads, save_checkpoint
 
@@ -151,32 +152,6 @@ def plan_units(tasks: list[Task], config: ClassifyConfig) -> list[Unit]:
     return units
 
 
-def _check_run_folder(out: Path, config: ClassifyConfig) -> None:
-    """A run folder is resumed only with the config that started it."""
-    saved = out / "config.yaml"
-    if saved.is_file():
-        import yaml
-
-        previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
-        if previous != config.model_dump(mode="json"):
-            raise CytolensError(
-                "run folder holds a run with a different config; choose a new --out or delete the folder",
-                path=out,
-            )
-
-
-def _check_same_data(out: Path, manifest: pd.DataFrame) -> None:
-    """Saved units are only valid for the images and split they were trained on."""
-    stamp = out / "data_fingerprint.txt"
-    fingerprint = data_fingerprint(manifest)
-    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != fingerprint:
-        raise CytolensError(
-            "run folder was trained on other images or another split; choose a new --out or delete the folder",
-            path=out,
-        )
-    write_text_atomic(stamp, fingerprint + "\n")
-
-
 def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path) -> Path:
     """Run the whole protocol and write the run folder (see the module docstring).
 
@@ -197,12 +172,12 @@ def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path) -> P
     from cytolens.classify.results import write_results
 
     out = Path(out)
-    _check_run_folder(out, config)
+    check_same_config(out, config)
     out.mkdir(parents=True, exist_ok=True)
     configure_threads(config.training.num_threads)
     save_config(config, out / "config.yaml")
     manifest, classes, summary = prepare_manifest(data, config)
-    _check_same_data(out, manifest)
+    check_same_data(out, data_fingerprint(manifest))
     write_manifest(manifest, out / "manifest.parquet")
     write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
     tasks = build_tasks(classes, config.tasks)

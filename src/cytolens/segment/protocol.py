@@ -34,6 +34,7 @@ from cytolens.datacheck import check_label_pairs
 from cytolens.errors import CytolensError, OptionError
 from cytolens.io import normalize_intensity, read_image
 from cytolens.layouts import write_manifest
+from cytolens.run_folder import check_same_config, check_same_data
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import predict_tiled
 from cytolens.segment.metrics import pixel_confusion, scores_from_confusion
@@ -150,29 +151,6 @@ def data_fingerprint(manifest: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _check_run_folder(out: Path, config: SegmentConfig) -> None:
-    """A run folder is resumed only with the config that started it."""
-    saved = out / "config.yaml"
-    if saved.is_file():
-        import yaml
-
-        if yaml.safe_load(saved.read_text(encoding="utf-8")) != config.model_dump(mode="json"):
-            raise CytolensError(
-                "run folder holds a run with a different config; choose a new --out or delete the folder", path=out
-            )
-
-
-def _check_same_data(out: Path, manifest: pd.DataFrame) -> None:
-    stamp = out / "data_fingerprint.txt"
-    fingerprint = data_fingerprint(manifest)
-    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != fingerprint:
-        raise CytolensError(
-            "run folder was trained on other images or another split; choose a new --out or delete the folder",
-            path=out,
-        )
-    write_text_atomic(stamp, fingerprint + "\n")
-
-
 def new_model(config: SegmentConfig, seed: int | None = None) -> SegmentationModel:
     """The run's network with fresh weights (seeded when ``seed`` is given)."""
     if seed is not None:
@@ -211,13 +189,13 @@ def run_training(data: str | Path, config: SegmentConfig, out: str | Path) -> Pa
         The run folder.
     """
     out = Path(out)
-    _check_run_folder(out, config)
+    check_same_config(out, config)
     _check_sizes(new_model(config), config)
     configure_threads(config.num_threads)
     manifest, summary = prepare_manifest(data, config)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    _check_same_data(out, manifest)
+    check_same_data(out, data_fingerprint(manifest))
     write_manifest(manifest, out / "manifest.parquet", required=MANIFEST_REQUIRED)
     write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
 
