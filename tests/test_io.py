@@ -259,3 +259,19 @@ def test_atomic_outputs_are_readable_by_others(tmp_path: Path) -> None:
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_find_image_files_recurses_in_natural_order_and_names_empty_folders(tmp_path: Path) -> None:
+    from cytolens.errors import CytolensError
+    from cytolens.io import find_image_files
+
+    for name in ["b/cell10.tif", "b/cell2.tif", "a.png", ".hidden.tif", "notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in find_image_files(tmp_path)] == ["a.png", "b/cell2.tif", "b/cell10.tif"]
+    assert find_image_files(tmp_path / "a.png") == [tmp_path / "a.png"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CytolensError, match="holds no image files"):
+        find_image_files(tmp_path / "empty")
+    with pytest.raises(CytolensError, match="no such file or folder"):
+        find_image_files(tmp_path / "missing")

@@ -54,15 +54,24 @@ class DatasetCheck:
             "classes": list(self.dataset.classes),
             "counts": {name: {str(k): int(v) for k, v in row.items()} for name, row in counts.iterrows()},
             "images": len(files),
-            "height": _range(files, "height"),
-            "width": _range(files, "width"),
-            "channels": sorted(int(c) for c in files["channels"].unique()) if len(files) else [],
-            "dtypes": sorted(str(d) for d in files["dtype"].unique()) if len(files) else [],
-            "formats": sorted(str(d) for d in files["format"].unique()) if len(files) else [],
-            "bits_used_max": int(files["bits_used"].max()) if len(files) else None,
-            "problems": [{"path": str(p), "problem": m} for p, m in self.problems],
-            "ignored": [{"path": str(p), "reason": m} for p, m in self.dataset.ignored],
+            **_image_summary(files, self.problems, self.dataset.ignored),
         }
+
+
+def _image_summary(
+    files: pd.DataFrame, problems: list[tuple[Path, str]], ignored: list[tuple[Path, str]]
+) -> dict[str, object]:
+    """The part of a check summary every layout shares: sizes, channels, dtypes, formats, bits, problems."""
+    return {
+        "height": _range(files, "height"),
+        "width": _range(files, "width"),
+        "channels": sorted(int(c) for c in files["channels"].unique()) if len(files) else [],
+        "dtypes": sorted(str(d) for d in files["dtype"].unique()) if len(files) else [],
+        "formats": sorted(str(d) for d in files["format"].unique()) if len(files) else [],
+        "bits_used_max": int(files["bits_used"].max()) if len(files) else None,
+        "problems": [{"path": str(p), "problem": m} for p, m in problems],
+        "ignored": [{"path": str(p), "reason": m} for p, m in ignored],
+    }
 
 
 def _range(files: pd.DataFrame, column: str) -> list[int] | None:
@@ -174,14 +183,7 @@ class PairCheck:
             "classes": list(self.dataset.classes),
             "images": len(files),
             "pixel_fraction": {name: count / total for name, count in pixels.items()},
-            "height": _range(files, "height"),
-            "width": _range(files, "width"),
-            "channels": sorted(int(c) for c in files["channels"].unique()) if len(files) else [],
-            "dtypes": sorted(str(d) for d in files["dtype"].unique()) if len(files) else [],
-            "formats": sorted(str(d) for d in files["format"].unique()) if len(files) else [],
-            "bits_used_max": int(files["bits_used"].max()) if len(files) else None,
-            "problems": [{"path": str(p), "problem": m} for p, m in self.problems],
-            "ignored": [{"path": str(p), "reason": m} for p, m in self.dataset.ignored],
+            **_image_summary(files, self.problems, self.dataset.ignored),
         }
 
 

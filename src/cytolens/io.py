@@ -23,7 +23,7 @@ import png  # pypng: Pillow reads and writes 16-bit colour PNG as 8-bit
 import tifffile
 
 from cytolens.atomic import atomic_path
-from cytolens.errors import ImageReadError, OptionError, check_choice
+from cytolens.errors import CytolensError, ImageReadError, OptionError, check_choice
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
@@ -485,3 +485,26 @@ def iter_image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     return natsorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name)
+
+
+def find_image_files(path: str | Path) -> list[Path]:
+    """An image file, or every image file under a folder (recursively, hidden files skipped), in natural order.
+
+    Raises
+    ------
+    CytolensError
+        If ``path`` does not exist or a folder holds no image files.
+    """
+    from natsort import natsorted
+
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise CytolensError("no such file or folder", path=path)
+    found = [
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    ]
+    if not found:
+        raise CytolensError(f"holds no image files ({', '.join(IMAGE_SUFFIXES)})", path=path)
+    return natsorted(found, key=str)

@@ -59,11 +59,12 @@ def predict(
 ) -> None:
     """Classify new images with a trained run; unreadable files are listed and the exit status is 1."""
     from cytolens.atomic import write_text_atomic
-    from cytolens.classify.predict import find_images, predict_images
+    from cytolens.classify.predict import predict_images
     from cytolens.classify.results import load_run
+    from cytolens.io import find_image_files
 
     load_run(run)  # a wrong run folder is the first thing to report
-    total = len(find_images(images))
+    total = len(find_image_files(images))
     with progress_bar("classifying", total) as advance:
         result = predict_images(run, images, task=task, tta=tta, progress=advance)
     write_text_atomic(out, result.table.to_csv(index=False))

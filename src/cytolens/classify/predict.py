@@ -18,7 +18,7 @@ import torch
 from cytolens.classify.data import Task, preprocess_image
 from cytolens.classify.models import create_model
 from cytolens.errors import CytolensError, ImageReadError, OptionError
-from cytolens.io import IMAGE_SUFFIXES, read_image
+from cytolens.io import find_image_files, read_image
 from cytolens.training import load_checkpoint
 
 
@@ -62,21 +62,6 @@ def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all")
         model.eval()
         models.append(model)
     return models
-
-
-def find_images(images: str | Path) -> list[Path]:
-    """An image file, or every image file under a folder (recursively), in natural order."""
-    from natsort import natsorted
-
-    images = Path(images)
-    if images.is_file():
-        return [images]
-    if not images.is_dir():
-        raise CytolensError("no such file or folder", path=images)
-    found = [p for p in images.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
-    if not found:
-        raise CytolensError("holds no image files (.tif, .tiff, .png, .jpg, .jpeg)", path=images)
-    return natsorted(found, key=str)
 
 
 def _choose_task(tasks: list[Task], classes: list[str], requested: str | None) -> Task:
@@ -140,7 +125,7 @@ def predict_images(
     variant = config.predict_variant
     models = load_fold_models(run, chosen, variant, which="best" if config.final_model == "best_fold" else "all")
     use_tta = config.tta if tta is None else tta
-    paths = find_images(images)
+    paths = find_image_files(images)
     rows: list[dict[str, object]] = []
     problems: list[tuple[Path, str]] = []
     for start in range(0, len(paths), batch_size):

@@ -134,14 +134,15 @@ def final_model(run: SegmentRun, which: str | None = None) -> tuple[FoldEnsemble
 
 def find_input_images(images: str | Path) -> list[Path]:
     """Image files to segment: one file, a dataset root (its ``images/`` or ``brightfield/``), or any folder."""
-    from cytolens.classify.predict import find_images
+    from cytolens.io import find_image_files
+    from cytolens.label_pairs import IMAGE_FOLDERS
 
     images = Path(images)
-    for name in ("images", "brightfield"):
+    for name in IMAGE_FOLDERS:
         if images.is_dir() and (images / name).is_dir():
             # A dataset root also holds labels/ and fluorescence folders, which are not inputs.
-            return find_images(images / name)
-    return find_images(images)
+            return find_image_files(images / name)
+    return find_image_files(images)
 
 
 @dataclass
