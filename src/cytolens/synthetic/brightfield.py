@@ -19,7 +19,8 @@ Imaging model
 -------------
 * **Bright-field** is transmitted light, so unstained cells give WEAK contrast: a slight absorption
   (optical density ``od_cytoplasm`` per unit of relative height, more in the nucleus ``od_nucleus`` with granular
-  chromatin, and in nucleoli ``od_nucleolus``; perinuclear granules), blurred by the objective, plus a
+  chromatin, and in nucleoli ``od_nucleolus``; perinuclear granules; an organelle texture of strength
+  ``od_texture`` throughout the cytoplasm), blurred by the objective, plus a
   defocus term: a slightly defocused thin phase object shows the Laplacian of its optical path, so a bright or
   dark fringe (halo) lines every cell edge and rounded mitotic cells shine. ``defocus_um`` is signed (above or
   below focus). Uneven Köhler illumination (``vignetting``, a linear ``gradient`` at ``gradient_angle``),
@@ -101,8 +102,9 @@ def _plan_field(
         "od_cytoplasm": float(rng.uniform(0.012, 0.03)),
         "od_nucleus": float(rng.uniform(0.01, 0.025)),
         "od_nucleolus": float(rng.uniform(0.03, 0.06)),
+        "od_texture": float(rng.uniform(0.01, 0.025)),
         "defocus_um": float(rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 2.5)),
-        "psf_bf_um": float(rng.uniform(0.4, 0.7)),
+        "psf_bf_um": float(rng.uniform(0.25, 0.45)),
         "vignetting": float(rng.uniform(0.04, 0.18)),
         "gradient": float(rng.uniform(0.0, 0.12)),
         "gradient_angle": float(rng.uniform(0.0, 2 * np.pi)),
@@ -216,6 +218,13 @@ def _render(
     od *= np.clip(grain - f32(1.0), 0, None)
     od *= f32(0.15)  # perinuclear granules and vesicles
     od += f32(params["od_cytoplasm"]) * field.height
+    # Organelles (mitochondria, vesicles, ER) scatter and absorb everywhere in the cytoplasm, even in the thin
+    # lamella: the granular texture that lets a human see unstained cells where the mean contrast is ~1 %.
+    organelles = _blur(rng.standard_normal(shape, dtype=np.float32), max(0.6, 0.5 / px))
+    organelles *= f32(float(params["od_texture"]) / max(float(organelles[:: 7, :: 7].std()), 1e-6))
+    organelles *= np.sqrt(field.height)
+    organelles *= 1 - nucleus
+    od += organelles
     od += (f32(params["od_nucleus"]) * nucleus) * (1 + f32(0.35) * grain)
     od += f32(params["od_nucleolus"]) * nucleoli
     od += debris_od
