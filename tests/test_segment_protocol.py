@@ -204,3 +204,15 @@ def test_shipped_configs_state_the_papers_settings(name: str) -> None:
         assert config.folds == 5 and config.folds_to_train() == [0, 1, 2, 3, 4]
     else:  # the 153/17 hold-out as fold 0 of 10
         assert config.folds == 10 and config.folds_to_train() == [0]
+
+
+@pytest.mark.parametrize("model", ["unet", "tiramisu", "deeplab"])
+def test_cpu_configs_keep_the_papers_model_patches_and_optimiser(model: str) -> None:
+    paper = load_config(f"midl2019-{model}", SegmentConfig)
+    cpu = load_config(f"midl2019-{model}-cpu", SegmentConfig)
+    # Only the schedule and the split may differ, and each difference is written down.
+    same = ("model", "model_options", "patch_size", "batch_size", "lr", "l2", "augmentation", "intensity", "classes")
+    assert {key: getattr(cpu, key) for key in same} == {key: getattr(paper, key) for key in same}
+    assert cpu.epochs < paper.epochs and cpu.max_minutes is not None
+    text = " ".join(cpu.deviations)
+    assert f"{cpu.epochs} epochs of {cpu.patches_per_epoch} patches" in text and "fold 0" in text
