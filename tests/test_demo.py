@@ -11,7 +11,7 @@ from cytolens.demo import run_demo
 
 
 def test_demo_writes_checked_data_manifest_and_figure(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "demo", per_class=3, size=64, seed=1, classify=False)
+    result = run_demo(tmp_path / "demo", per_class=3, size=64, seed=1, classify=False, segment=False)
     out = tmp_path / "demo"
     assert result.check.ok
     summary = json.loads((out / "data_check.json").read_text())
@@ -23,3 +23,27 @@ def test_demo_writes_checked_data_manifest_and_figure(tmp_path: Path) -> None:
     figure = out / "figures" / "microtubule_examples.png"
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert set(result.outputs) >= {figure, out / "manifest.parquet"}
+
+
+def test_demo_segment_step_trains_evaluates_and_overlays_held_out_fields(tmp_path: Path) -> None:
+    from cytolens.demo import segment_demo
+
+    tiny = {"model_options": {"filters": [4, 8], "bottleneck": 8}, "patch_size": 32, "patches_per_epoch": 8,
+            "epochs": 1, "validate_every": 1, "inference": {"tile": 64, "overlap": 8, "batch_size": 2}}
+    outputs = segment_demo(tmp_path / "demo", seed=0, fields=4, field_shape=(96, 128), **tiny)
+    run = tmp_path / "demo" / "segment"
+    assert (run / "evaluation" / "table1.md") in outputs
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert 0.0 <= metrics["mean_dice"] <= 1.0 and metrics["images"] == 2  # fold 0's validation fields only
+    # Overlays only for the fields fold 0 did not train on.
+    manifest = pd.read_parquet(run / "manifest.parquet")
+    held_out = set(manifest.loc[manifest["fold"] == 0, "stem"])
+    overlays = {path.name.removesuffix("_overlay.png") for path in (run / "predictions").glob("*_overlay.png")}
+    assert overlays == held_out
+    assert (run / "predictions" / "cells.csv").is_file()
+
+
+def test_demo_report_shows_the_sections_it_finds(tmp_path: Path) -> None:
+    run_demo(tmp_path / "demo", per_class=2, size=64, seed=0, classify=False, segment=False)
+    page = (tmp_path / "demo" / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "No results found" in page
