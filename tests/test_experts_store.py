@@ -1,0 +1,229 @@
+"""The scoring study's SQLite store: tokens, sessions, answers, durability; and the experts' CLI commands."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cytolens.cli import main
+from cytolens.errors import CytolensError, OptionError
+from cytolens.experts.store import AnswerError, ExpertStore
+from cytolens.experts.tasks import parse_task
+from cytolens.io import write_tiff
+
+CLASSES = ["0", "0.1", "1"]
+
+
+def write_testset(root: Path, per_class: int = 3) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(1)
+    images = []
+    for name in CLASSES:
+        for i in range(per_class):
+            path = root / name / f"cell_{i}.tif"
+            write_tiff(path, rng.integers(0, 16000, (8, 8)).astype(np.uint16))
+            images.append((name, str(path)))
+    return images
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ExpertStore:
+    root = tmp_path / "testset"
+    store = ExpertStore(tmp_path / "study.sqlite", create=True)
+    store.register_test_set(root, CLASSES, write_testset(root))
+    return store
+
+
+def test_parse_task() -> None:
+    assert parse_task("3class", CLASSES).name == "3 classes"
+    assert parse_task("all", CLASSES).choices == tuple(CLASSES)
+    pair = parse_task("1,0", CLASSES)
+    assert (pair.name, pair.choices, pair.pairwise) == ("0 vs 1", ("0", "1"), True)
+    assert parse_task("0 vs 0.1", CLASSES).name == "0 vs 0.1"
+    with pytest.raises(OptionError, match="valid: 3class, all, 0,0.1, 0,1, 0.1,1"):
+        parse_task("0,2", CLASSES)
+    with pytest.raises(OptionError):
+        parse_task("0,0", CLASSES)
+
+
+def test_tokens_are_stored_only_as_hashes(store: ExpertStore) -> None:
+    token = store.add_expert("alice")
+    assert store.authenticate(token).name == "alice"
+    assert store.authenticate(token + "x") is None and store.authenticate("") is None
+    assert token.encode() not in store.path.read_bytes()
+    wal = store.path.with_name(store.path.name + "-wal")
+    assert not wal.exists() or token.encode() not in wal.read_bytes()
+    with pytest.raises(OptionError, match="exists already"):
+        store.add_expert("alice")
+    with pytest.raises(OptionError, match="printable"):
+        store.add_expert("bad\nname")
+
+
+def test_new_token_replaces_the_old_one_and_its_logins(store: ExpertStore) -> None:
+    old = store.add_expert("alice")
+    cookie, csrf = store.create_login(store.authenticate(old))
+    assert store.login(cookie).csrf == csrf
+    new = store.new_token("alice")
+    assert store.authenticate(old) is None and store.authenticate(new).name == "alice"
+    assert store.login(cookie) is None
+    with pytest.raises(CytolensError, match="no expert named 'bob' .experts: alice."):
+        store.new_token("bob")
+
+
+def test_each_expert_has_an_own_order_of_every_image(store: ExpertStore) -> None:
+    store.add_expert("alice")
+    store.add_expert("bob")
+    alice, bob = store.experts()
+    orders = []
+    for expert in (alice, bob):
+        session = store.session(expert, parse_task("3class", CLASSES))
+        items = [store.item(session, p) for p in range(store.progress(session).total)]
+        orders.append([i.image_id for i in items])
+        assert len({i.public_id for i in items}) == 9
+    assert sorted(orders[0]) == sorted(orders[1]) == sorted(store.images()["id"])
+    assert orders[0] != orders[1]  # 9! orders: equal by chance with probability 1/362880
+    # The same expert and task return to the same session; a pairwise task still shows every image.
+    assert store.session(alice, parse_task("3class", CLASSES)) == store.session(alice, parse_task("all", CLASSES))
+    pair = store.session(alice, parse_task("0,1", CLASSES))
+    assert store.progress(pair).total == 9
+
+
+def test_answers_in_order_and_change_of_the_last_only(store: ExpertStore) -> None:
+    store.add_expert("alice")
+    session = store.session(store.experts()[0], parse_task("0,1", CLASSES), seed=0)
+    store.record_answer(session, 0, "0")
+    store.record_answer(session, 1, "1")
+    with pytest.raises(AnswerError, match="one of 0, 1"):
+        store.record_answer(session, 2, "0.1")  # not a choice of the pairwise task
+    with pytest.raises(AnswerError, match="next image"):
+        store.record_answer(session, 3, "0")  # skipping ahead
+    with pytest.raises(AnswerError, match="next image"):
+        store.record_answer(session, 0, "1")  # not the last answer
+    store.record_answer(session, 1, "0")  # change the last answer
+    assert store.item(session, 1).answer == "0" and store.progress(session).answered == 2
+    answers = store.answers()
+    assert answers["answer"].tolist() == ["0", "0"]
+    changed = answers.iloc[1]
+    assert datetime.fromisoformat(changed["first_answered_at"]) <= datetime.fromisoformat(changed["answered_at"])
+    with sqlite3.connect(store.path) as db:
+        log = db.execute("SELECT position, answer FROM answer_log ORDER BY id").fetchall()
+        assert log == [(0, "0"), (1, "1"), (1, "0")]
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_finished_session_takes_no_more_answers(store: ExpertStore) -> None:
+    store.add_expert("alice")
+    session = store.session(store.experts()[0], parse_task("3class", CLASSES))
+    for position in range(9):
+        store.record_answer(session, position, "0")
+    assert store.progress(session).complete
+    with pytest.raises(AnswerError):
+        store.record_answer(session, 9, "0")
+    store.record_answer(session, 8, "1")  # the last answer can still change
+
+
+def test_answers_survive_a_killed_process(store: ExpertStore) -> None:
+    token = store.add_expert("alice")
+    script = f"""
+import os, signal
+from cytolens.experts.store import ExpertStore
+from cytolens.experts.tasks import parse_task
+store = ExpertStore({str(store.path)!r})
+expert = store.authenticate({token!r})
+session = store.session(expert, parse_task("3class", {CLASSES!r}))
+for position in range(4):
+    store.record_answer(session, position, "0.1")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr
+    reopened = ExpertStore(store.path)
+    assert reopened.answers()["answer"].tolist() == ["0.1"] * 4
+
+
+def test_concurrent_experts(store: ExpertStore) -> None:
+    for name in ("a", "b", "c"):
+        store.add_expert(name)
+    errors: list[BaseException] = []
+
+    def work(expert) -> None:
+        try:
+            session = store.session(expert, parse_task("3class", CLASSES))
+            for position in range(9):
+                store.record_answer(session, position, "1")
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in store.experts()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(store.answers()) == 27
+
+
+def test_test_set_is_fixed_when_the_study_starts(store: ExpertStore, tmp_path: Path) -> None:
+    root = tmp_path / "testset"
+    images = write_testset(root)
+    assert store.register_test_set(root, CLASSES, images) == []
+    write_tiff(root / "1" / "late.tif", np.zeros((8, 8), np.uint16))
+    assert store.register_test_set(root, CLASSES, [*images, ("1", str(root / "1" / "late.tif"))]) == ["1/late.tif"]
+    assert len(store.images()) == 9
+    with pytest.raises(CytolensError, match="image 0/cell_0.tif of the scoring study is missing"):
+        store.register_test_set(root, CLASSES, images[1:])
+    with pytest.raises(CytolensError, match="classes 0, 1"):
+        store.register_test_set(root, ["0", "1"], images)
+    # The folder moved: the same images under another root.
+    moved = tmp_path / "moved"
+    root.rename(moved)
+    store.register_test_set(moved, CLASSES, [(c, p.replace(str(root), str(moved))) for c, p in images])
+    assert all(p.startswith(str(moved.resolve())) for p in store.images()["path"])
+
+
+def test_bad_database_paths(tmp_path: Path) -> None:
+    with pytest.raises(CytolensError, match="no such scoring database"):
+        ExpertStore(tmp_path / "missing.sqlite")
+    with pytest.raises(CytolensError, match="is a folder"):
+        ExpertStore(tmp_path)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(CytolensError, match="not a cytolens scoring database"):
+        ExpertStore(junk)
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+def test_cli_add_list_new_link(tmp_path: Path, capsys) -> None:
+    db = tmp_path / "study.sqlite"
+    code, out, err = run(["experts", "add", "alice", "--db", str(db)], capsys)
+    assert code == 0 and "added expert 'alice'" in err
+    link = out.strip()
+    assert link.startswith("http://127.0.0.1:8000/login?token=")
+    store = ExpertStore(db)
+    assert store.authenticate(link.split("token=")[1]).name == "alice"
+
+    code, out, _ = run(["experts", "add", "bob", "--db", str(db), "--url", "http://lab-pc:9000/"], capsys)
+    assert out.strip().startswith("http://lab-pc:9000/login?token=")
+
+    code, out, _ = run(["experts", "list", "--db", str(db)], capsys)
+    assert code == 0 and "alice" in out and "not started" in out
+
+    code, out, _ = run(["experts", "new-link", "alice", "--db", str(db)], capsys)
+    assert code == 0 and store.authenticate(link.split("token=")[1]) is None
+
+    code, _, err = run(["experts", "new-link", "carol", "--db", str(db)], capsys)
+    assert code == 2 and "no expert named 'carol'" in err and str(db) in err and len(err.strip().splitlines()) == 1
+
+    code, _, err = run(["experts", "list", "--db", str(tmp_path / "nope.sqlite")], capsys)
+    assert code == 2 and "nope.sqlite" in err
