@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-# Messages and progress go to stderr so that stdout stays clean for results a user may pipe on.
-console = Console(stderr=True, highlight=False)
+# Messages and progress go to stderr so that stdout stays clean for results a user may pipe on. soft_wrap: a
+# message naming a long path stays one line (grep-able, and rich would otherwise break it at 80 columns in logs).
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False)
 
 
