@@ -1,6 +1,7 @@
 """``cytolens data check``: detect a dataset's layout, validate every file, summarise what is there.
 
-Class-folder datasets go through :func:`check_dataset`, image/label pairs through :func:`check_label_pairs`.
+Class-folder datasets go through :func:`check_dataset`, image/label pairs through :func:`check_label_pairs`,
+BBBC021-layout datasets (plate folders and their CSV tables) through :func:`check_bbbc021`.
 
 The same code runs before every pipeline, so a folder that passes the check is one the pipelines can read.
 """
@@ -255,3 +256,136 @@ def _label_problem(label: np.ndarray, shape: tuple[int, ...], n_classes: int) ->
     if low < 0 or high >= n_classes:
         return f"label values {low}..{high} fall outside 0..{n_classes - 1} for {n_classes} classes"
     return None
+
+
+@dataclass
+class BBBC021Check:
+    """The result of :func:`check_bbbc021`.
+
+    Attributes
+    ----------
+    root : Path
+        The dataset folder.
+    fields : pandas.DataFrame
+        :func:`~cytolens.bbbc021.read_bbbc021`'s table, only the fields whose three files are usable.
+    files : pandas.DataFrame
+        One row per valid file: ``ImageNumber``, ``channel``, ``path``, ``height``, ``width``, ``channels``,
+        ``dtype``, ``bits_used``, ``format``.
+    problems : list of (Path, str)
+        Files (or tables) that failed validation, with the one-line reason.
+    ignored : list of (Path, str)
+        Files beside the dataset that are not part of BBBC021's layout.
+    n_listed : int
+        Fields listed in ``BBBC021_v1_image.csv``.
+    """
+
+    root: Path
+    fields: pd.DataFrame
+    files: pd.DataFrame
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+    ignored: list[tuple[Path, str]] = field(default_factory=list)
+    n_listed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every listed file is usable and the MOA table is there."""
+        return not self.problems
+
+    def summary(self) -> dict[str, object]:
+        """A JSON-ready summary: plates, weeks, compounds, MOAs, treatments, fields, sizes, problems."""
+        from cytolens.bbbc021 import CONTROL
+
+        fields = self.fields
+        annotated = fields[fields["MOA"].notna() & (fields["Compound"] != CONTROL)]
+        treatments = annotated.drop_duplicates(["Compound", "Concentration"])
+        weeks = sorted(fields["Batch"].unique(), key=lambda w: (len(w), w))
+        return {
+            "root": str(self.root),
+            "layout": "bbbc021",
+            "plates": int(fields["Plate"].nunique()),
+            "weeks": weeks,
+            "plates_per_week": {w: int(n) for w, n in fields.groupby("Batch")["Plate"].nunique().items()},
+            "compounds": int(fields.loc[fields["Compound"] != CONTROL, "Compound"].nunique()),
+            "compounds_with_moa": int(annotated["Compound"].nunique()),
+            "compounds_without_moa": sorted(set(fields["Compound"]) - set(annotated["Compound"]) - {CONTROL}),
+            "fields_without_moa": int(fields["MOA"].isna().sum()),
+            "moas": sorted(fields["MOA"].dropna().unique().tolist()),
+            "treatments": len(treatments),
+            "treatments_per_moa": {m: int(n) for m, n in treatments.groupby("MOA").size().items()},
+            "fields_listed": self.n_listed,
+            "images": len(fields),
+            "dmso_fields": int((fields["Compound"] == CONTROL).sum()),
+            **_image_summary(self.files, self.problems, self.ignored),
+        }
+
+
+def check_bbbc021(root: str | Path, *, progress: Callable[[int], None] | None = None) -> BBBC021Check:
+    """Validate a BBBC021-layout dataset: both tables, then every field's DAPI, tubulin and actin files.
+
+    A field is usable when its three files read as single-channel images of one size. A missing
+    ``BBBC021_v1_moa.csv`` is a problem too (no MOA can be evaluated), but the fields stay usable.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder holding ``BBBC021_v1_image.csv``.
+    progress : callable, optional
+        Called with 1 after each field.
+
+    Raises
+    ------
+    LayoutError
+        If the tables are missing or malformed (see :func:`~cytolens.bbbc021.read_bbbc021`).
+    """
+    from cytolens.bbbc021 import CHANNELS, IMAGE_CSV, MOA_CSV, read_bbbc021
+
+    root = Path(root)
+    table = read_bbbc021(root)
+    problems: list[tuple[Path, str]] = []
+    if table.attrs.get("moa_csv") is None:
+        problems.append((root / MOA_CSV, "missing: no mechanism of action is known for any compound"))
+    rows, keep = [], []
+    for image_number, *paths in table[["ImageNumber", *(f"path_{c}" for c in CHANNELS)]].itertuples(index=False):
+        infos, bad = [], False
+        for channel, path_text in zip(CHANNELS, paths):
+            try:
+                info = read_image_info(path_text)
+            except ImageReadError as exc:
+                problems.append((Path(path_text), exc.message))
+                bad = True
+                continue
+            if info.channels != 1:
+                problems.append((Path(path_text), f"a {channel} image must have one channel, got {info.channels}"))
+                bad = True
+            infos.append((channel, path_text, info))
+        shapes = {info.shape[:2] for _, _, info in infos}
+        if not bad and len(shapes) > 1:
+            sizes = ", ".join(f"{c} {i.shape[0]}×{i.shape[1]}" for c, _, i in infos)
+            problems.append((Path(paths[0]), f"the field's channels differ in size ({sizes})"))
+            bad = True
+        keep.append(not bad)
+        for channel, path_text, info in infos:
+            rows.append({"ImageNumber": image_number, "channel": channel, "path": path_text,
+                         "height": info.shape[0], "width": info.shape[1], "channels": info.channels,
+                         "dtype": str(info.dtype), "bits_used": info.bits_used, "format": info.format})
+        if progress is not None:
+            progress(1)
+    listed = {Path(p).name for c in CHANNELS for p in table[f"path_{c}"]}
+    known = {IMAGE_CSV, MOA_CSV}
+    ignored: list[tuple[Path, str]] = []
+    folders = {Path(p).parent for p in table["path_DAPI"]}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name in known or entry.resolve() in folders:
+            continue
+        ignored.append((entry, "not part of BBBC021's layout (not listed in the tables)"))
+    for folder in sorted(folders):
+        if folder.is_dir():
+            for entry in sorted(folder.iterdir()):
+                if entry.is_file() and not entry.name.startswith(".") and entry.name not in listed:
+                    ignored.append((entry, f"not listed in {IMAGE_CSV}"))
+    files = pd.DataFrame(rows, columns=["ImageNumber", "channel", "path", "height", "width", "channels", "dtype",
+                                        "bits_used", "format"])
+    fields = table[np.asarray(keep, dtype=bool)].reset_index(drop=True)
+    fields.attrs = dict(table.attrs)
+    return BBBC021Check(root=root, fields=fields, files=files, problems=problems, ignored=ignored,
+                        n_listed=len(table))

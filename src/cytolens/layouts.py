@@ -8,6 +8,9 @@ Layouts known so far:
     ``DATA/train/<class>/`` and ``DATA/test/<class>/`` — the same with a fixed test set.
 ``image_label_pairs``
     ``DATA/images/`` + ``DATA/labels/`` paired by file stem, for segmentation (see :mod:`cytolens.label_pairs`).
+``bbbc021``
+    BBBC021's plate folders described by ``BBBC021_v1_image.csv`` and ``BBBC021_v1_moa.csv``, for profiling
+    (see :mod:`cytolens.bbbc021`).
 
 Class names are strings and stay themselves (``"0"``, ``"0.1"``, ``"1"``); their order is explicit
 (``classes=["0", "0.1", "1"]``) or natural (numeric names by value, others in natural sort order).
@@ -32,7 +35,7 @@ from cytolens.errors import LayoutError, OptionError
 from cytolens.io import IMAGE_SUFFIXES, iter_image_files
 from cytolens.label_pairs import image_folder
 
-LAYOUTS: tuple[str, ...] = ("class_folders", "class_folders_split", "image_label_pairs")
+LAYOUTS: tuple[str, ...] = ("class_folders", "class_folders_split", "image_label_pairs", "bbbc021")
 SPLIT_FOLDERS: tuple[str, ...] = ("train", "test")
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "class", "label", "group", "split")
 
@@ -112,8 +115,13 @@ def detect_layout(root: str | Path) -> str:
         raise LayoutError("dataset folder not found", path=root)
     if not root.is_dir():
         raise LayoutError("is a file; give the dataset folder", path=root)
+    from cytolens.bbbc021 import is_bbbc021
+
+    # Checked first: BBBC021's plate folders of TIFFs would otherwise look like class folders.
+    if is_bbbc021(root):
+        return "bbbc021"
     subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    # Checked first: images/ and labels/ would otherwise look like two classes.
+    # Checked next: images/ and labels/ would otherwise look like two classes.
     if image_folder(root) is not None:
         return "image_label_pairs"
     if "train" in subdirs and _has_class_folders(root / "train"):
@@ -128,7 +136,7 @@ def detect_layout(root: str | Path) -> str:
         )
     raise LayoutError(
         "matches no known layout: expected class folders (DATA/<class>/*.tif), DATA/train/<class>/ and "
-        "DATA/test/<class>/, or DATA/images/ with DATA/labels/",
+        "DATA/test/<class>/, DATA/images/ with DATA/labels/, or BBBC021's BBBC021_v1_image.csv with plate folders",
         path=root,
     )
 
@@ -170,6 +178,9 @@ def scan_class_folders(
     layout = detect_layout(root)
     if layout == "image_label_pairs":
         raise LayoutError("holds images/ and labels/ for segmentation, not class folders", path=root)
+    if layout == "bbbc021":
+        raise LayoutError("holds a BBBC021-layout dataset (plates and BBBC021_v1_image.csv), not class folders",
+                          path=root)
     splits = SPLIT_FOLDERS if layout == "class_folders_split" else ("",)
     ignored: list[tuple[Path, str]] = []
     found: dict[str, dict[str, list[Path]]] = {}
