@@ -35,10 +35,14 @@ app.add_typer(data_app, name="data")
 def _register_capabilities() -> None:
     # Each capability owns its commands; importing them here keeps `cytolens --help` complete.
     from cytolens.classify.cli import app as classify_app
+    from cytolens.experts.cli import app as experts_app
+    from cytolens.profile.cli import app as profile_app
     from cytolens.segment.cli import app as segment_app
 
     app.add_typer(classify_app, name="classify")
     app.add_typer(segment_app, name="segment")
+    app.add_typer(experts_app, name="experts")
+    app.add_typer(profile_app, name="profile")
 
 
 _register_capabilities()
@@ -85,16 +89,23 @@ def data_check(
 ) -> None:
     """Detect the layout of PATH, validate every image and summarise classes, sizes, dtypes and problems.
 
-    Layouts: class folders (DATA/<class>/, optionally under train/ and test/) and, for segmentation,
-    DATA/images/ (or brightfield/) with DATA/labels/. Exits with 0 when every file is usable, 1 when some
+    Layouts: class folders (DATA/<class>/, optionally under train/ and test/), for segmentation
+    DATA/images/ (or brightfield/) with DATA/labels/, and for profiling BBBC021's plate folders with
+    BBBC021_v1_image.csv and BBBC021_v1_moa.csv. Exits with 0 when every file is usable, 1 when some
     files have problems (each is listed with its reason), and 2 when PATH cannot be used at all.
     """
-    from cytolens.datacheck import check_dataset, check_label_pairs
+    from cytolens.datacheck import check_bbbc021, check_dataset, check_label_pairs
     from cytolens.label_pairs import scan_image_label_pairs
     from cytolens.layouts import MANIFEST_COLUMNS, detect_layout, parse_class_list, scan_class_folders, write_manifest
 
     class_list = parse_class_list(classes) if classes else None
-    if detect_layout(path) == "image_label_pairs":
+    layout = detect_layout(path)
+    if layout == "bbbc021":
+        from cytolens.bbbc021 import read_bbbc021
+
+        with progress_bar("checking fields", len(read_bbbc021(path))) as advance:
+            check = check_bbbc021(path, progress=advance)
+    elif layout == "image_label_pairs":
         total = len(scan_image_label_pairs(path, classes=class_list).samples)
         with progress_bar("checking image/label pairs", total) as advance:
             check = check_label_pairs(path, classes=class_list, progress=advance)
@@ -102,7 +113,9 @@ def data_check(
         total = len(scan_class_folders(path, classes=class_list, group_pattern=group_pattern).samples)
         with progress_bar("checking images", total) as advance:
             check = check_dataset(path, classes=class_list, group_pattern=group_pattern, progress=advance)
-    if manifest is not None:
+    if manifest is not None and layout == "bbbc021":
+        write_manifest(check.fields, manifest, required=("ImageNumber", "Plate", "Well", "Compound"))
+    elif manifest is not None:
         pairs = check.dataset.layout == "image_label_pairs"
         write_manifest(check.dataset.samples, manifest, required=("path", "group", "split") if pairs else MANIFEST_COLUMNS)
     if as_json:
@@ -121,7 +134,9 @@ def print_check(check: object) -> None:
 
     summary = check.summary()  # type: ignore[attr-defined]
     stdout.print(f"[bold]{summary['root']}[/]  layout: {summary['layout']}")
-    if isinstance(check, DatasetCheck):
+    if summary["layout"] == "bbbc021":
+        table = _bbbc021_table(check)
+    elif isinstance(check, DatasetCheck):
         counts = check.dataset.counts()
         table = Table(title="images per class", title_justify="left")
         table.add_column("class")
@@ -154,6 +169,35 @@ def print_check(check: object) -> None:
             stdout.print(f"  {path}: {message}", markup=False)
     else:
         stdout.print(f"[green]all {summary['images']} images are readable[/]")
+
+
+def _bbbc021_table(check: object) -> object:
+    """The week-by-week table of a BBBC021 check, after printing its one-line totals."""
+    from rich.table import Table
+
+    summary = check.summary()  # type: ignore[attr-defined]
+    fields = check.fields  # type: ignore[attr-defined]
+    stdout.print(
+        f"{summary['plates']} plates in {len(summary['weeks'])} weeks; {summary['compounds']} compounds "
+        f"({summary['compounds_with_moa']} with an MOA); {summary['treatments']} annotated treatments + DMSO; "
+        f"{len(summary['moas'])} MOAs incl. DMSO; {summary['images']} of {summary['fields_listed']} fields usable",
+        markup=False,
+    )
+    if summary["fields_without_moa"]:
+        stdout.print(
+            f"{summary['fields_without_moa']} fields of treatments without an MOA annotation (kept, MOA missing); "
+            f"compounds never annotated: {len(summary['compounds_without_moa'])}",
+            markup=False,
+        )
+    table = Table(title="fields per week", title_justify="left")
+    for column in ("week", "plates", "compounds", "fields", "DMSO fields"):
+        table.add_column(column, justify="left" if column == "week" else "right")
+    for week in summary["weeks"]:
+        rows = fields[fields["Batch"] == week]
+        compounds = rows.loc[rows["Compound"] != "DMSO", "Compound"].nunique()
+        table.add_row(week, str(rows["Plate"].nunique()), str(compounds), str(len(rows)),
+                      str(int((rows["Compound"] == "DMSO").sum())))
+    return table
 
 
 @data_app.command("montage")
@@ -209,6 +253,33 @@ def synth_brightfield(
     console.print(f"wrote {len(fields)} fields to {out} (hidden parameters in {out / 'fields.csv'})")
 
 
+@synth_app.command("cellpainting")
+def synth_cellpainting(
+    out: Annotated[Path, typer.Argument(help="Output folder; gets BBBC021's plate folders and CSVs, plus cells.csv.")],
+    scale: Annotated[
+        str,
+        typer.Option("--scale", help="tiny (tests), small (minutes on 2 cores) or full (BBBC021's design and size)."),
+    ] = "small",
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; the same seed writes the same files.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes rendering fields in parallel.")] = 1,
+) -> None:
+    """Simulate BBBC021: MCF-7 cells under 38 compounds of 12 MOAs, in BBBC021's layout (DAPI, tubulin, actin)."""
+    import numpy as np
+
+    from cytolens.synthetic.cellpainting import TRUTH_CSV, simulate_cellpainting_dataset
+    from cytolens.synthetic.cellpainting_plan import get_scale, plan_experiment
+
+    design = get_scale(scale)
+    total = len(plan_experiment(design, np.random.default_rng(np.random.SeedSequence([seed, 0])))) * design.sites
+    with progress_bar("simulating fields", total) as advance:
+        images = simulate_cellpainting_dataset(out, scale=scale, seed=seed, workers=workers, progress=advance)
+    console.print(
+        f"wrote {len(images)} fields of {images['Image_Metadata_Plate_DAPI'].nunique()} plates to {out} "
+        f"(BBBC021_v1_image.csv, BBBC021_v1_moa.csv; simulator truth in {out / TRUTH_CSV})",
+        markup=False,
+    )
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
@@ -216,16 +287,36 @@ def demo(
     size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     classify: Annotated[bool, typer.Option("--classify/--no-classify", help="Run the quick classification protocol.")] = True,
+    segment: Annotated[bool, typer.Option("--segment/--no-segment", help="Run the quick segmentation protocol.")] = True,
 ) -> None:
-    """Run the built-in demo on simulated data and write everything to a run folder."""
+    """Run the built-in demo on simulated data and write everything to a run folder (see OUT/report.html)."""
     from cytolens.demo import run_demo
 
-    result = run_demo(out, per_class=per_class, size=size, seed=seed, classify=classify)
+    result = run_demo(out, per_class=per_class, size=size, seed=seed, classify=classify, segment=segment)
     print_check(result.check)
     if classify:
         typer.echo((out / "classify" / "table_iv.md").read_text(encoding="utf-8"))
+    if segment:
+        typer.echo((out / "segment" / "evaluation" / "table1.md").read_text(encoding="utf-8"))
     for path in result.outputs:
         console.print(f"wrote {path}")
+
+
+@app.command("report")
+def report(
+    folder: Annotated[Path, typer.Argument(help="A run folder, or a demo folder with one subfolder per capability.")],
+    out: Annotated[Path | None, typer.Option("--out", help="The HTML file (default FOLDER/report.html).")] = None,
+) -> None:
+    """Write a self-contained HTML report (tables and figures embedded) of the results found in FOLDER."""
+    from cytolens.errors import LayoutError
+    from cytolens.report.html import collect_sections, write_report
+
+    if not folder.is_dir():
+        raise LayoutError(f"{folder}: not a folder")
+    sections = collect_sections(folder)
+    page = write_report(folder, out=out)
+    found = ", ".join(section.key for section in sections) or "no results yet"
+    console.print(f"wrote {page} ({found})", markup=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,261 @@
+"""``cytolens profile ...`` commands (CytoGAN 2017): crop cells, train GANs, embed, evaluate, explore."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Morphological profiling of single cells with GANs and classical features (CytoGAN 2017).",
+    no_args_is_help=True,
+)
+
+
+@app.command("crop")
+def crop(
+    data: Annotated[
+        Path, typer.Argument(help="A BBBC021-layout dataset (the real one, or 'cytolens synth cellpainting').")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Cell store folder to write (resumed if interrupted).")],
+    crop_size: Annotated[int, typer.Option("--crop-size", min=8, help="Side of the square crops (CytoGAN: 96).")] = 96,
+    normalisation: Annotated[
+        str,
+        typer.Option(
+            "--normalisation",
+            help="crop_max (CytoGAN: each crop channel by its maximum), plate_percentile, or illumination "
+            "(per-plate illumination correction, then plate percentiles).",
+        ),
+    ] = "crop_max",
+    mask_neighbours: Annotated[
+        bool, typer.Option("--mask-neighbours/--keep-neighbours", help="Zero other cells' pixels in each crop.")
+    ] = False,
+    segmentation: Annotated[
+        str, typer.Option("--segmentation", help="classical, or segment:RUN to use a trained 'cytolens segment' run.")
+    ] = "classical",
+    border: Annotated[
+        str, typer.Option("--border", help="skip cells whose crop leaves the field (CytoGAN), or pad them with zeros.")
+    ] = "skip",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Plates cropped in parallel.")] = 1,
+) -> None:
+    """Segment nuclei and cells in every field and write one 96×96×3 crop per cell (R=DNA, G=tubulin, B=actin)."""
+    from rich.table import Table
+
+    from cytolens.bbbc021 import read_bbbc021
+    from cytolens.console import console, progress_bar, stdout
+    from cytolens.profile.cell_store import CellStore
+    from cytolens.profile.crops import crop_dataset
+
+    fields = len(read_bbbc021(data))
+    with progress_bar("cropping cells", fields) as advance:
+        path = crop_dataset(data, out, crop_size=crop_size, normalisation=normalisation,
+                            mask_neighbours=mask_neighbours, segmentation=segmentation, border=border,
+                            workers=workers, progress=advance)
+    store = CellStore(path)
+    table = Table(title=f"cells per plate ({store.metadata['normalisation']}, border: {store.metadata['border']})",
+                  title_justify="left")
+    for column in ("plate", "fields", "cells", "skipped at border", "unreadable fields"):
+        table.add_column(column, justify="left" if column == "plate" else "right")
+    for plate, summary in store.metadata["plates"].items():
+        table.add_row(plate, str(summary["fields"]), str(summary["cells"]), str(summary["skipped_border"]),
+                      str(len(summary["problems"])))
+    stdout.print(table)
+    stdout.print(f"{len(store)} cells in {path} ({store.metadata['skipped_border']} skipped at field borders)",
+                 markup=False)
+    for problem in store.metadata["problems"]:
+        console.print(f"unreadable: {problem['path']}: {problem['problem']}", markup=False)
+
+
+@app.command("train")
+def train(
+    cells: Annotated[Path, typer.Argument(help="A cell store written by 'cytolens profile crop'.")],
+    config: Annotated[
+        Path, typer.Option("--config", help="GAN config: a YAML file or a shipped name (cytogan-lsgan, cytogan-quick).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed from its last checkpoint if it exists).")],
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Generator steps in total (overrides the config's epochs).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Override the config's seed.")] = None,
+) -> None:
+    """Train a CytoGAN GAN (DCGAN, LSGAN or WGAN-GP): checkpoints, sample grids and loss curves in RUN."""
+    import json
+
+    from cytolens.config import load_config
+    from cytolens.console import console, progress_bar
+    from cytolens.profile.cell_store import CellStore
+    from cytolens.profile.gan_config import GanConfig
+    from cytolens.profile.gan_training import train as train_gan
+
+    settings = load_config(config, GanConfig, steps=steps, seed=seed)
+    total = settings.total_steps(len(CellStore(cells)))
+    with progress_bar(f"training {settings.gan}", total) as advance:
+        run = train_gan(cells, settings, out, progress=advance)
+    done = json.loads((run / "done.json").read_text(encoding="utf-8"))
+    console.print(f"run folder {run} (config.yaml, checkpoints/, samples/, losses.csv, figures/)", markup=False)
+    typer.echo(
+        f"{done['gan']}: {done['steps']}/{done['steps_planned']} steps ({done['epochs']} epochs of {done['cells']} "
+        f"cells), {done['seconds_per_step']} s/step, stopped by {done['stopped']}"
+    )
+
+
+@app.command("explore")
+def explore(
+    run: Annotated[Path, typer.Argument(help="A run folder written by 'cytolens profile train'.")],
+    profiles: Annotated[
+        Path | None,
+        typer.Option("--profiles", help="Profiles folder (or its treatments.parquet) for the MOA map."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default RUN/explore).")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the noise vectors.")] = 0,
+    pool: Annotated[int, typer.Option("--pool", min=20, help="Generated cells ranked per attribute.")] = 512,
+) -> None:
+    """Samples, linear and spherical interpolation, attribute vector algebra (measured), and a treatment map."""
+    from cytolens.console import console
+    from cytolens.profile.explore import explore_run
+
+    summary = explore_run(run, out, profiles=profiles, seed=seed, pool=pool,
+                          log=lambda message: console.print(message, markup=False))
+    for name, result in summary["attributes"].items():
+        learned, control = result["learned"], result["random_control"]
+        typer.echo(
+            f"{name}: along z_high - z_low Spearman rho {learned['pooled_spearman']:+.2f} "
+            f"({learned['rows_increasing']:.0%} of strips increasing, {learned['change_per_unit_k']:+.4g} per unit k); "
+            f"random direction {control['pooled_spearman']:+.2f}"
+        )
+    typer.echo(f"wrote {len(summary['files'])} files to {Path(next(iter(summary['files'].values()))).parent}")
+
+
+@app.command("embed")
+def embed(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[RUN] CELLS",
+            help="A 'profile train' run folder and a cell store; or only the cell store with --features classical "
+            "or --features random[:CONFIG]. 'classical' or 'random[:CONFIG]' may also stand in place of RUN.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Profiles folder to write (resumed if interrupted).")],
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features",
+            help="gan (the run's discriminator; default with a RUN), classical (CellProfiler-like features), random "
+            "(the run's architecture, or cytogan-lsgan, with random weights: the control) or random:CONFIG.",
+        ),
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="The GAN run folder (instead of the first argument).")
+    ] = None,
+    normalization: Annotated[
+        str,
+        typer.Option(
+            "--normalization", help="DMSO normalisation per plate: standard (mean/std) or robust (median/MAD)."
+        ),
+    ] = "standard",
+    whiten: Annotated[
+        bool, typer.Option("--whiten/--no-whiten", help="Also write ZCA-whitened aggregations (fit on DMSO cells).")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cells per chunk.")] = 1024,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random control's weights.")] = 0,
+) -> None:
+    """Embed every cell into PROFILES/single_cells.parquet, then aggregate wells.parquet and treatments.parquet.
+
+    Treatments get both aggregations, marked by Metadata_Aggregation: 'cytogan' (mean of the cells) and
+    'bbbc021' (per-plate DMSO normalisation, mean per well, median over replicate wells); with --whiten also
+    'cytogan+whiten' and 'bbbc021+whiten'.
+    """
+    from cytolens.console import console, progress_bar
+    from cytolens.errors import OptionError, check_choice
+    from cytolens.profile.cell_store import CellStore
+    from cytolens.profile.embed import embed as embed_cells
+    from cytolens.profile.profiles import NORMALIZATIONS, write_profiles
+
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    if len(inputs) not in (1, 2):
+        raise OptionError(f"give [RUN] CELLS (one or two paths), got {len(inputs)} arguments")
+    cells = Path(inputs[-1])
+    if len(inputs) == 2:
+        first = inputs[0]
+        if first in ("classical", "random", "gan") or first.startswith("random:"):
+            if features is not None and features != first:
+                raise OptionError(f"the first argument says {first!r} but --features says {features!r}")
+            features = first
+        else:
+            if run is not None:
+                raise OptionError("give the run folder either as the first argument or as --run, not both")
+            run = Path(first)
+    with progress_bar("embedding cells", len(CellStore(cells))) as advance:
+        path = embed_cells(cells, out, run=run, features=features, seed=seed, batch_size=batch_size, progress=advance)
+    paths = write_profiles(out, normalization=normalization, whiten=whiten)
+    console.print(f"wrote {path}, {paths['wells']} and {paths['treatments']}", markup=False)
+    typer.echo(f"next: cytolens profile evaluate {out}")
+
+
+@app.command("aggregate")
+def aggregate(
+    profiles: Annotated[Path, typer.Argument(help="A profiles folder with single_cells.parquet.")],
+    normalization: Annotated[
+        str,
+        typer.Option(
+            "--normalization", help="DMSO normalisation per plate: standard (mean/std) or robust (median/MAD)."
+        ),
+    ] = "standard",
+    whiten: Annotated[
+        bool, typer.Option("--whiten/--no-whiten", help="Also write ZCA-whitened aggregations (fit on DMSO cells).")
+    ] = False,
+) -> None:
+    """Rewrite wells.parquet and treatments.parquet from single_cells.parquet with other settings."""
+    from cytolens.console import console
+    from cytolens.profile.profiles import write_profiles
+
+    paths = write_profiles(profiles, normalization=normalization, whiten=whiten)
+    console.print(f"wrote {paths['wells']} and {paths['treatments']}", markup=False)
+
+
+@app.command("evaluate")
+def evaluate(
+    profiles: Annotated[
+        list[Path], typer.Argument(help="One or more profiles folders (e.g. DCGAN, LSGAN, WGAN, classical, random).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default PROFILES/evaluation for one folder).")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option("--labels", help="Comma-separated names of the folders, in order (default from profile.json)."),
+    ] = None,
+    average_precision: Annotated[
+        bool, typer.Option("--map/--no-map", help="Also compute mean average precision of MOA retrieval.")
+    ] = False,
+) -> None:
+    """NSC and NSCB 1-NN cosine MOA accuracy (over treatments, and CytoGAN's per-compound mean), confusion
+    matrices, and CytoGAN's Table 1 with the paper's numbers beside ours."""
+    from cytolens.console import console
+    from cytolens.profile.evaluate import write_evaluation
+
+    if out is None and len(profiles) > 1:
+        from cytolens.errors import OptionError
+
+        raise OptionError("give --out when evaluating several profiles folders")
+    result = write_evaluation(
+        profiles, out, labels=[label.strip() for label in labels.split(",")] if labels else None,
+        average_precision=average_precision,
+    )
+    table = result["accuracy"]
+    width = max(len(str(label)) for label in table["profiles"])
+    typer.echo(
+        f"{'profiles':<{width}}  {'aggregation':<15} {'protocol':<8} {'over treatments':>22} {'per-compound mean':>18}"
+        + ("  mAP" if average_precision else "")
+    )
+    for row in table.itertuples():
+        treatments = f"{100 * row.accuracy_over_treatments:5.1f} % ({row.correct}/{row.n_treatments})"
+        line = (f"{row.profiles:<{width}}  {row.aggregation:<15} {row.protocol:<8} {treatments:>22} "
+                f"{100 * row.per_compound_mean_accuracy:>15.1f} %")  # fmt: skip
+        if average_precision:
+            line += f"  {row.mean_average_precision:.3f}"
+        typer.echo(line)
+    typer.echo("over treatments = Ljosa 2013 / BBBC021 protocol; per-compound mean = CytoGAN 2017's measure")
+    console.print(f"wrote moa_accuracy, confusion matrices, table1 and metrics.json to {result['out']}", markup=False)
