@@ -216,3 +216,20 @@ def test_cpu_configs_keep_the_papers_model_patches_and_optimiser(model: str) -> 
     assert cpu.epochs < paper.epochs and cpu.max_minutes is not None
     text = " ".join(cpu.deviations)
     assert f"{cpu.epochs} epochs of {cpu.patches_per_epoch} patches" in text and "fold 0" in text
+
+
+def test_curves_put_runs_on_a_common_patch_axis(trained, tmp_path: Path, capsys) -> None:
+    from cytolens.segment.curves import training_curves
+
+    _, run = trained
+    table = training_curves({"tiny": run})
+    history = pd.read_csv(run / "folds" / "fold0" / "history.csv")
+    fold0 = table[table["fold"] == 0]
+    assert list(fold0["patches"]) == [epoch * TINY["patches_per_epoch"] for epoch in history["epoch"]]
+    code, out, _ = run_cli(["segment", "curves", str(run), "--out", str(tmp_path / "c.png"), "--labels", "tiny"],
+                           capsys)
+    assert code == 0 and "tiny: best validation mean dice" in out
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG") and (tmp_path / "c.csv").is_file()
+    code, _, err = run_cli(["segment", "curves", str(run), "--out", str(tmp_path / "d.png"), "--labels", "a,b"],
+                           capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1

@@ -139,3 +139,26 @@ def evaluate(
                + f"; mean IoU {summary['mean_iou']:.4f}; pixel accuracy {summary['pixel_accuracy']:.4f}")
     typer.echo(f"definition: {summary['definition']}")
     typer.echo((destination / "table1.md").read_text(encoding="utf-8"))
+
+
+@app.command("curves")
+def curves(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by 'cytolens segment train'.")],
+    out: Annotated[Path, typer.Option("--out", help="The PNG to write (the table goes beside it as CSV).")],
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Comma-separated names for the runs (default: folder names).")
+    ] = None,
+) -> None:
+    """Training loss and validation mean dice of several runs against the number of training patches seen."""
+    from cytolens.errors import OptionError
+    from cytolens.segment.curves import plot_training_curves, training_curves
+
+    names = [name.strip() for name in labels.split(",")] if labels else [run.name for run in runs]
+    if len(names) != len(runs):
+        raise OptionError(f"--labels names {len(names)} runs but {len(runs)} run folders were given")
+    table = training_curves(dict(zip(names, runs, strict=True)))
+    plot_training_curves(table, out)
+    best = table.dropna(subset=["val_mean_dice"]).groupby("run", sort=False)["val_mean_dice"].max()
+    for name, value in best.items():
+        typer.echo(f"{name}: best validation mean dice {value:.4f}")
+    console.print(f"wrote {out} and {out.with_suffix('.csv')}", markup=False)

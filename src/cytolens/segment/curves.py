@@ -1,0 +1,97 @@
+"""Training curves of segmentation runs side by side, against the number of training patches seen.
+
+Runs with different schedules (patches per epoch, time budgets) compare fairly only on a common axis: the
+number of patches a network has trained on. :func:`training_curves` reads every trained fold's
+``folds/fold<k>/history.csv`` and :func:`plot_training_curves` draws training loss and validation mean dice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from cytolens.atomic import atomic_path  # noqa: E402
+from cytolens.errors import LayoutError  # noqa: E402
+
+
+def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
+    """One row per run, fold and epoch: ``run``, ``fold``, ``epoch``, ``patches``, ``train_loss``,
+    ``val_mean_dice`` (NaN where the epoch was not validated) and ``hours`` (cumulative training time).
+
+    Parameters
+    ----------
+    runs : mapping of str to path
+        A label for each run folder written by ``cytolens segment train``.
+
+    Raises
+    ------
+    LayoutError
+        If a folder has no trained fold yet.
+    """
+    from cytolens.segment.predict import load_run
+
+    tables = []
+    for label, folder in runs.items():
+        run = load_run(folder)
+        histories = sorted(Path(folder).glob("folds/fold*/history.csv"))
+        if not histories:
+            raise LayoutError(f"{folder}: no folds/fold<k>/history.csv yet (has training started?)")
+        for path in histories:
+            history = pd.read_csv(path)
+            history.insert(0, "fold", int(path.parent.name.removeprefix("fold")))
+            history.insert(0, "run", label)
+            history["patches"] = history["epoch"] * run.config.patches_per_epoch
+            history["hours"] = history["seconds"].cumsum() / 3600.0
+            tables.append(history[["run", "fold", "epoch", "patches", "train_loss", "val_mean_dice", "hours"]])
+    return pd.concat(tables, ignore_index=True)
+
+
+def plot_training_curves(curves: pd.DataFrame, out_path: str | Path, *, title: str | None = None) -> Path:
+    """Draw training loss and validation mean dice against patches seen, one colour per run (fold 0 solid).
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        The table of :func:`training_curves`.
+    out_path : str or Path
+        PNG file to write (atomically); the table is written beside it as CSV.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    out_path = Path(out_path)
+    with atomic_path(out_path.with_suffix(".csv")) as tmp:
+        curves.to_csv(tmp, index=False)
+    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    try:
+        for i, (label, rows) in enumerate(curves.groupby("run", sort=False)):
+            for fold, fold_rows in rows.groupby("fold"):
+                style = "-" if fold == rows["fold"].min() else ":"
+                name = label if style == "-" else None
+                loss_ax.plot(fold_rows["patches"], fold_rows["train_loss"], style, color=f"C{i}", label=name)
+                validated = fold_rows.dropna(subset=["val_mean_dice"])
+                dice_ax.plot(validated["patches"], validated["val_mean_dice"], style, marker="o", color=f"C{i}",
+                             label=name)
+        loss_ax.set_ylabel("training cross-entropy")
+        dice_ax.set_ylabel("validation mean dice")
+        for ax in (loss_ax, dice_ax):
+            ax.set_xlabel("training patches seen")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        if title:
+            fig.suptitle(title)
+        with atomic_path(out_path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return out_path
