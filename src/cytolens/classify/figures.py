@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cytolens.atomic import atomic_path  # noqa: E402
 from cytolens.classify.data import Task, slug  # noqa: E402
 from cytolens.errors import CytolensError  # noqa: E402
 from cytolens.report.evaluation_plots import (  # noqa: E402
@@ -21,6 +20,7 @@ from cytolens.report.evaluation_plots import (  # noqa: E402
     plot_learning_curves,
     plot_reliability_diagram,
 )
+from cytolens.report.figures import save_figure  # noqa: E402
 
 
 def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[Path]:
@@ -131,8 +131,7 @@ def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_exampl
         fontsize=9,
     )
     out = run / "figures" / "gradcam" / f"{slug(task.name)}.png"
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out
 

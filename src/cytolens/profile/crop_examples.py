@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.profile.cell_store import CellStore
+from cytolens.report.figures import save_figure
 
 CONTROL = "DMSO"
 
@@ -57,7 +58,6 @@ def plot_crop_examples(store: str | Path | CellStore, out: str | Path, *, per_mo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cytolens.atomic import atomic_path
 
     cells = store if isinstance(store, CellStore) else CellStore(store)
     picks = pick_examples(cells.index, per_moa=per_moa, seed=seed, strongest=strongest)
@@ -79,7 +79,6 @@ def plot_crop_examples(store: str | Path | CellStore, out: str | Path, *, per_mo
     fig.suptitle("Single-cell crops (R = DNA, G = tubulin, B = actin)", fontsize=9, y=1 - 0.08 / height, va="top")
     fig.subplots_adjust(left=0.2, right=0.99, top=1 - 0.32 / height, bottom=0.01, wspace=0.04, hspace=0.04)
     out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=96, format="png", pil_kwargs={"optimize": True})
+    save_figure(fig, out, dpi=96, pil_kwargs={"optimize": True})
     plt.close(fig)
     return out

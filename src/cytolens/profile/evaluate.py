@@ -35,6 +35,7 @@ from cytolens.atomic import write_text_atomic
 from cytolens.errors import CytolensError
 from cytolens.profile.moa import MEASURES, NSCB_DROPPED_MOAS, PROTOCOLS, MoaResult, evaluate_moa
 from cytolens.profile.profiles import PROFILE_JSON, TREATMENTS
+from cytolens.report.figures import save_figure
 
 __all__ = ["PAPER_TABLE1", "ProfilesEvaluation", "evaluate_folder", "table1", "table1_markdown", "write_evaluation"]
 
@@ -265,7 +266,6 @@ def plot_moa_confusion(confusion: pd.DataFrame, path: str | Path, *, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cytolens.atomic import atomic_path
 
     counts = confusion.to_numpy()
     totals = counts.sum(axis=1, keepdims=True)
@@ -287,8 +287,7 @@ def plot_moa_confusion(confusion: pd.DataFrame, path: str | Path, *, title: str)
     ax.set_title(f"{title}\n{correct} / {int(counts.sum())} treatments correct", fontsize=10)
     path = Path(path)
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
     return path

@@ -27,6 +27,7 @@ from cytolens.errors import CytolensError, check_choice
 from cytolens.profile.gan import GAN, load_gan, tensor_to_images
 from cytolens.profile.gan_figures import plot_image_strips, save_image_grid
 from cytolens.report.figures import plt
+from cytolens.report.figures import save_figure
 
 __all__ = [
     "ATTRIBUTES", "attribute_direction", "explore_run", "generator_function", "interpolate", "measure_attributes",
@@ -315,8 +316,7 @@ def _plot_attribute_checks(table: pd.DataFrame, path: Path, *, title: str) -> Pa
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.suptitle(f"attribute measured along the strips ({title})", fontsize=10)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
     return path
@@ -391,8 +391,7 @@ def plot_treatment_map(treatments: str | Path, path: str | Path, *, aggregation:
         ax.set_title(f"{len(table)} treatment profiles, {len(features)} features, coloured by MOA")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         ax.grid(alpha=0.3)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
     return path

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.io import write_png
-from cytolens.report.figures import plt
+from cytolens.report.figures import plt, save_figure
 
 __all__ = ["image_grid", "plot_gan_losses", "plot_image_strips", "save_image_grid"]
 
@@ -43,7 +43,6 @@ def plot_gan_losses(history: pd.DataFrame, path: str | Path, *, title: str | Non
     ``history`` has one row per logged step with columns ``step``, ``d_loss``, ``g_loss``, ``d_real``,
     ``d_fake`` and ``seconds_per_step`` (``wasserstein`` and ``gradient_penalty`` for WGAN-GP, when present).
     """
-    from cytolens.atomic import atomic_path
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
     try:
@@ -67,8 +66,7 @@ def plot_gan_losses(history: pd.DataFrame, path: str | Path, *, title: str | Non
         if title:
             fig.suptitle(title)
         path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
     return path
@@ -88,7 +86,6 @@ def plot_image_strips(
     The images are tiled into one picture drawn in a single axes (one matplotlib axes per image is ~50 times
     slower to lay out); labels are text around and below the tiles.
     """
-    from cytolens.atomic import atomic_path
 
     rows, columns = len(strips), max(len(s) for s in strips)
     size = int(strips[0].shape[1])
@@ -122,8 +119,7 @@ def plot_image_strips(
         if title:
             fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig_h, va="top")
         path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
+        save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path

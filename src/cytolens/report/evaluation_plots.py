@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cytolens.atomic import atomic_path  # noqa: E402
 from cytolens.errors import OptionError  # noqa: E402
+from cytolens.report.figures import save_figure  # noqa: E402
 
 __all__ = ["plot_accuracy_table", "plot_confusion_matrix", "plot_learning_curves", "plot_reliability_diagram"]
 
@@ -30,8 +30,7 @@ TABLE_COLUMNS = ("task", "method", "accuracy", "ci_low", "ci_high")
 def _save(fig: Figure, out_path: str | Path) -> Path:
     out_path = Path(out_path)
     try:
-        with atomic_path(out_path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        save_figure(fig, out_path, dpi=110)
     finally:
         plt.close(fig)
     return out_path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,6 +15,14 @@ import pandas as pd  # noqa: E402
 
 from cytolens.atomic import atomic_path  # noqa: E402
 from cytolens.io import normalize_intensity, read_image, to_grayscale  # noqa: E402
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 110, **savefig_options: Any) -> Path:
+    """Write a matplotlib figure as PNG atomically (the caller still owns and closes ``fig``)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, **savefig_options)
+    return path
 
 
 def display_image(image: np.ndarray, *, percentiles: tuple[float, float] = (0.5, 99.8)) -> np.ndarray:
@@ -85,8 +94,7 @@ def class_montage(
                     ax.set_ylabel(row_label.format(name=name), fontsize=10)
         if title:
             fig.suptitle(title)
-        with atomic_path(out_path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        save_figure(fig, out_path, dpi=110)
     finally:
         plt.close(fig)
     return out_path

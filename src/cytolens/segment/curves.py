@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 
 from cytolens.atomic import atomic_path  # noqa: E402
 from cytolens.errors import LayoutError  # noqa: E402
+from cytolens.report.figures import save_figure  # noqa: E402
 
 
 def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
@@ -90,8 +91,7 @@ def plot_training_curves(curves: pd.DataFrame, out_path: str | Path, *, title: s
             ax.legend(fontsize=8)
         if title:
             fig.suptitle(title)
-        with atomic_path(out_path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+        save_figure(fig, out_path, dpi=120)
     finally:
         plt.close(fig)
     return out_path
