@@ -64,8 +64,10 @@ def _classify_section(folder: Path) -> Section | None:
     section.blocks.append(_table_html(folder / "table_iv.csv"))
     figures = folder / "figures"
     section.images += [(path, path.stem.replace("_", " ")) for path in _pngs(figures, "accuracy*.png")]
-    section.images += [(path, f"confusion matrix: {path.stem}") for path in _pngs(figures / "confusion")][:4]
-    section.images += [(path, f"learning curves: {path.stem}") for path in _pngs(figures / "learning_curves")][:2]
+    # The task with every class is the paper's headline; pairwise figures stay in the run folder.
+    section.images += [(path, f"confusion matrix: {path.stem}") for path in _pngs(figures / "confusion", "3_classes*")]
+    section.images += [(path, f"learning curves: {path.stem}")
+                       for path in _pngs(figures / "learning_curves", "3_classes*")][:2]
     return section
 
 
