@@ -45,7 +45,8 @@ def run_demo(
     classify: bool = True,
     segment: bool = True,
 ) -> DemoResult:
-    """Simulate, check and illustrate a small microtubule dataset in ``out``, then classify it.
+    """Simulate, check and illustrate a small microtubule dataset in ``out``, classify it, segment bright-field
+    fields and write ``out/report.html``.
 
     Parameters
     ----------
