@@ -35,11 +35,15 @@ def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
     LayoutError
         If a folder has no trained fold yet.
     """
-    from cytolens.segment.predict import load_run
+    from cytolens.config import load_config
+    from cytolens.segment.config import SegmentConfig
 
     tables = []
     for label, folder in runs.items():
-        run = load_run(folder)
+        # The config, not a finished fold, is all a curve needs: a run still training can be watched.
+        if not (Path(folder) / "config.yaml").is_file():
+            raise LayoutError(f"{folder}: not a segmentation run folder (no config.yaml)")
+        config = load_config(Path(folder) / "config.yaml", SegmentConfig)
         histories = sorted(Path(folder).glob("folds/fold*/history.csv"))
         if not histories:
             raise LayoutError(f"{folder}: no folds/fold<k>/history.csv yet (has training started?)")
@@ -47,7 +51,7 @@ def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
             history = pd.read_csv(path)
             history.insert(0, "fold", int(path.parent.name.removeprefix("fold")))
             history.insert(0, "run", label)
-            history["patches"] = history["epoch"] * run.config.patches_per_epoch
+            history["patches"] = history["epoch"] * config.patches_per_epoch
             history["hours"] = history["seconds"].cumsum() / 3600.0
             tables.append(history[["run", "fold", "epoch", "patches", "train_loss", "val_mean_dice", "hours"]])
     return pd.concat(tables, ignore_index=True)
