@@ -12,6 +12,15 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+# Options that embed and aggregate share: both (re)aggregate single cells into wells and treatments.
+NormalizationOption = Annotated[
+    str,
+    typer.Option("--normalization", help="DMSO normalisation per plate: standard (mean/std) or robust (median/MAD)."),
+]
+WhitenOption = Annotated[
+    bool, typer.Option("--whiten/--no-whiten", help="Also write ZCA-whitened aggregations (fit on DMSO cells).")
+]
+
 
 @app.command("crop")
 def crop(
@@ -149,15 +158,8 @@ def embed(
     run: Annotated[
         Path | None, typer.Option("--run", help="The GAN run folder (instead of the first argument).")
     ] = None,
-    normalization: Annotated[
-        str,
-        typer.Option(
-            "--normalization", help="DMSO normalisation per plate: standard (mean/std) or robust (median/MAD)."
-        ),
-    ] = "standard",
-    whiten: Annotated[
-        bool, typer.Option("--whiten/--no-whiten", help="Also write ZCA-whitened aggregations (fit on DMSO cells).")
-    ] = False,
+    normalization: NormalizationOption = "standard",
+    whiten: WhitenOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cells per chunk.")] = 1024,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random control's weights.")] = 0,
 ) -> None:
@@ -197,15 +199,8 @@ def embed(
 @app.command("aggregate")
 def aggregate(
     profiles: Annotated[Path, typer.Argument(help="A profiles folder with single_cells.parquet.")],
-    normalization: Annotated[
-        str,
-        typer.Option(
-            "--normalization", help="DMSO normalisation per plate: standard (mean/std) or robust (median/MAD)."
-        ),
-    ] = "standard",
-    whiten: Annotated[
-        bool, typer.Option("--whiten/--no-whiten", help="Also write ZCA-whitened aggregations (fit on DMSO cells).")
-    ] = False,
+    normalization: NormalizationOption = "standard",
+    whiten: WhitenOption = False,
 ) -> None:
     """Rewrite wells.parquet and treatments.parquet from single_cells.parquet with other settings."""
     from cytolens.console import console
