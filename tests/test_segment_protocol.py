@@ -218,6 +218,15 @@ def test_cpu_configs_keep_the_papers_model_patches_and_optimiser(model: str) -> 
     assert f"{cpu.epochs} epochs of {cpu.patches_per_epoch} patches" in text and "fold 0" in text
 
 
+def test_time_budget_stops_before_an_epoch_that_would_not_fit() -> None:
+    from cytolens.segment.protocol import next_epoch_overruns
+
+    # 8-minute epochs, a 60-minute budget: at 56 minutes another epoch would end at 64, so this one is the last.
+    assert next_epoch_overruns(60, 56 * 60, [480.0] * 6, 480.0)
+    assert not next_epoch_overruns(60, 48 * 60, [480.0] * 5, 480.0)
+    assert not next_epoch_overruns(None, 1e9, [480.0], 480.0)
+
+
 def test_curves_put_runs_on_a_common_patch_axis(trained, tmp_path: Path, capsys) -> None:
     from cytolens.segment.curves import training_curves
 

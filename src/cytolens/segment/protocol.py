@@ -240,6 +240,35 @@ def validate(
     return nll / max(pixels, 1), confusion
 
 
+def next_epoch_overruns(
+    max_minutes: float | None, elapsed: float, finished: list[float], current: float
+) -> bool:
+    """Whether another epoch would end past the ``max_minutes`` budget, judged by the epochs run so far.
+
+    Checking only the time already spent let a run overrun its budget by a whole epoch (and a validation).
+
+    Parameters
+    ----------
+    max_minutes : float or None
+        The budget; None never stops.
+    elapsed : float
+        Seconds since training started.
+    finished : list of float
+        Seconds each finished epoch took, validation included.
+    current : float
+        Seconds the epoch just trained has taken so far (its validation, if any, is still to come).
+
+    Returns
+    -------
+    bool
+        True if ``elapsed`` plus the mean epoch time would pass the budget: the current epoch is then the last
+        one, and is validated.
+    """
+    if max_minutes is None:
+        return False
+    return elapsed + float(np.mean([*finished, current])) > 60 * max_minutes
+
+
 def train_fold(
     fold: int,
     manifest: pd.DataFrame,
@@ -306,7 +335,9 @@ def train_fold(
             scheduler.step()
             row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": np.nan, "val_mean_dice": np.nan,
                    "lr": lr, "seconds": 0.0}
-            out_of_time = config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes
+            out_of_time = next_epoch_overruns(config.max_minutes, time.perf_counter() - started,
+                                              [previous["seconds"] for previous in rows],
+                                              time.perf_counter() - epoch_started)
             last = epoch == config.epochs or out_of_time
             if epoch % config.validate_every == 0 or last:
                 val_loss, confusion = validate(model, val_images, val_labels, config)
