@@ -18,7 +18,7 @@ from cytolens.synthetic.cellpainting import simulate_cellpainting_dataset
 from cytolens.synthetic.cellpainting_cells import render_field
 from cytolens.synthetic.cellpainting_phenotypes import CompoundResponse, draw_compound_response
 from cytolens.synthetic.cellpainting_plan import (
-    COMPOUNDS, DMSO_WELLS, MOAS, SCALES, WELLS, assign_weeks, moa_table, plan_experiment,
+    COMPOUNDS, DMSO_WELLS, MOAS, SCALES, WELLS, assign_weeks, moa_table, plan_experiment, planned_fields,
 )
 
 FILE_NAME = re.compile(r"^(Week\d+)_\d{6}_([B-G]\d{2})_s(\d+)_w([124])[0-9A-F]{8}(-[0-9A-F]{4}){3}-[0-9A-F]{12}\.tif$")
@@ -123,6 +123,16 @@ def test_small_scale_keeps_every_moa_and_two_compounds_where_bbbc021_has_them() 
     annotated = small[small["annotated"] & (small["compound"] != "DMSO")]
     per_moa = annotated.groupby("moa")["compound"].nunique()
     assert set(per_moa.index) == set(MOAS) and per_moa.min() >= 2
+
+
+def test_demo_scale_has_every_compound_once_with_other_week_neighbours_for_nscb() -> None:
+    demo = plan_experiment(SCALES["demo"], np.random.default_rng(0))
+    annotated = demo[demo["annotated"] & (demo["compound"] != "DMSO")]
+    assert annotated["compound"].nunique() == 38 and annotated.groupby("compound")["concentration"].nunique().max() == 1
+    weeks = assign_weeks(SCALES["demo"])
+    for moa in set(MOAS) - {"DMSO", "Cholesterol-lowering", "Kinase inhibitors"}:
+        assert len({weeks[c] for c, (m, _) in COMPOUNDS.items() if m == moa}) > 1, moa
+    assert planned_fields("demo", seed=0) == len(plan_experiment(SCALES["demo"], np.random.default_rng([0, 0])))
 
 
 def test_options_are_validated(tmp_path: Path) -> None:

@@ -117,10 +117,12 @@ def simulate_cellpainting_dataset(
     ----------
     out_dir : str or Path
         Output folder, created if needed. Files of the same names are replaced.
-    scale : {"tiny", "small", "full"}
+    scale : {"tiny", "demo", "small", "full"}
         ``full`` has BBBC021's design (38 compounds, 103 treatments + DMSO, 10 weeks, 55 plates, 4 sites of
         1024 × 1280); ``small`` keeps all 38 compounds and 12 MOAs with at most 3 concentrations, 30 plates and 2
-        sites of 384 × 480 (minutes on 2 cores); ``tiny`` (5 MOAs, 10 compounds, 2 weeks, 256 × 256) is for tests.
+        sites of 384 × 480 (minutes on 2 cores); ``demo`` keeps the 38 compounds at one concentration each in 6 weeks
+        of 2 plates, one site per well (about 110 fields, a minute); ``tiny`` (5 MOAs, 10 compounds, 2 weeks,
+        256 × 256) is for tests.
     seed : int
         Non-negative seed; the same seed and scale write the same images.
     workers : int

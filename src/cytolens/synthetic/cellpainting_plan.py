@@ -99,7 +99,7 @@ class Scale:
     Attributes
     ----------
     name : str
-        ``tiny``, ``small`` or ``full``.
+        ``tiny``, ``demo``, ``small`` or ``full``.
     compounds : tuple of str
         Annotated compounds simulated (taxol is always one of them).
     max_concentrations : int
@@ -141,14 +141,22 @@ _TINY_COMPOUNDS = (
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale("tiny", _TINY_COMPOUNDS, 2, ("hydroxyurea",), (2, 2), 2, 2, 1, 256, 256),
+    # All 38 compounds and 12 MOAs at their strongest concentration, 6 weeks: ~110 fields, for `cytolens demo`.
+    "demo": Scale("demo", tuple(COMPOUNDS), 1, (), (2,) * 6, 2, 2, 1, 384, 480),
     "small": Scale("small", tuple(COMPOUNDS), 3, tuple(UNANNOTATED), (3,) * 10, 3, 4, 2, 384, 480),
     "full": Scale("full", tuple(COMPOUNDS), 8, tuple(UNANNOTATED), (5, 6) * 5, 3, 6, 4, 1024, 1280),
 }
 
 
 def get_scale(name: str) -> Scale:
-    """The :class:`Scale` called ``name`` (``tiny``, ``small`` or ``full``)."""
+    """The :class:`Scale` called ``name`` (``tiny``, ``demo``, ``small`` or ``full``)."""
     return SCALES[check_choice("scale", name, tuple(SCALES))]
+
+
+def planned_fields(scale: str, seed: int = 0) -> int:
+    """How many fields (wells × sites) the simulator writes for ``scale`` and ``seed``: a progress bar's total."""
+    design = get_scale(scale)
+    return len(plan_experiment(design, np.random.default_rng(np.random.SeedSequence([seed, 0])))) * design.sites
 
 
 def treatments(scale: Scale) -> pd.DataFrame:
