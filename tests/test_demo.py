@@ -47,3 +47,27 @@ def test_demo_report_shows_the_sections_it_finds(tmp_path: Path) -> None:
     run_demo(tmp_path / "demo", per_class=2, size=64, seed=0, classify=False, segment=False)
     page = (tmp_path / "demo" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "No results found" in page
+
+
+def test_demo_profile_step_compares_gan_classical_and_random_profiles(tmp_path: Path) -> None:
+    from cytolens.demo import profile_demo
+    from cytolens.report.html import write_report
+
+    tiny = {"steps": 2, "batch_size": 8, "sample_every": 1, "checkpoint_every": 1, "log_every": 1,
+            "max_minutes": None}
+    outputs = profile_demo(tmp_path / "demo", seed=0, scale="tiny", **tiny)
+    folder = tmp_path / "demo" / "profile"
+    assert folder / "evaluation" / "table1.md" in outputs
+    accuracy = pd.read_csv(folder / "evaluation" / "moa_accuracy.csv")
+    # The three profiles of the same cells, each evaluated with both protocols on the same treatments.
+    assert set(accuracy["profiles"]) == {"lsgan", "classical", "random D (control)"}
+    assert set(accuracy["protocol"]) == {"NSC", "NSCB"}
+    nsc = accuracy[accuracy["protocol"] == "NSC"]
+    assert nsc.groupby("profiles")["n_treatments"].nunique().eq(1).all()
+    assert nsc["accuracy_over_treatments"].between(0, 1).all()
+    gan = pd.read_parquet(folder / "profiles" / "lsgan" / "treatments.parquet")
+    assert sum(not c.startswith("Metadata_") for c in gan.columns) == 100  # the discriminator's 100-d layer
+    figures = {path.name for path in (folder / "figures").glob("*.png")}
+    assert {"cell_crops.png", "gan_loss_curves.png", "gan_real_vs_generated.png", "treatment_map.png"} <= figures
+    page = write_report(tmp_path / "demo").read_text()
+    assert 'id="profile"' in page and "random D (control)" in page and page.count("data:image/png") >= 4

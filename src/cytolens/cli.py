@@ -258,20 +258,20 @@ def synth_cellpainting(
     out: Annotated[Path, typer.Argument(help="Output folder; gets BBBC021's plate folders and CSVs, plus cells.csv.")],
     scale: Annotated[
         str,
-        typer.Option("--scale", help="tiny (tests), small (minutes on 2 cores) or full (BBBC021's design and size)."),
+        typer.Option(
+            "--scale",
+            help="tiny (tests), demo (the 38 compounds once, ~110 fields), small (minutes on 2 cores) or full "
+            "(BBBC021's design and size).",
+        ),
     ] = "small",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; the same seed writes the same files.")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes rendering fields in parallel.")] = 1,
 ) -> None:
     """Simulate BBBC021: MCF-7 cells under 38 compounds of 12 MOAs, in BBBC021's layout (DAPI, tubulin, actin)."""
-    import numpy as np
-
     from cytolens.synthetic.cellpainting import TRUTH_CSV, simulate_cellpainting_dataset
-    from cytolens.synthetic.cellpainting_plan import get_scale, plan_experiment
+    from cytolens.synthetic.cellpainting_plan import planned_fields
 
-    design = get_scale(scale)
-    total = len(plan_experiment(design, np.random.default_rng(np.random.SeedSequence([seed, 0])))) * design.sites
-    with progress_bar("simulating fields", total) as advance:
+    with progress_bar("simulating fields", planned_fields(scale, seed)) as advance:
         images = simulate_cellpainting_dataset(out, scale=scale, seed=seed, workers=workers, progress=advance)
     console.print(
         f"wrote {len(images)} fields of {images['Image_Metadata_Plate_DAPI'].nunique()} plates to {out} "
@@ -288,16 +288,23 @@ def demo(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     classify: Annotated[bool, typer.Option("--classify/--no-classify", help="Run the quick classification protocol.")] = True,
     segment: Annotated[bool, typer.Option("--segment/--no-segment", help="Run the quick segmentation protocol.")] = True,
+    profile: Annotated[
+        bool, typer.Option("--profile/--no-profile", help="Simulate a small screen and profile it with a quick GAN.")
+    ] = True,
 ) -> None:
     """Run the built-in demo on simulated data and write everything to a run folder (see OUT/report.html)."""
     from cytolens.demo import run_demo
 
-    result = run_demo(out, per_class=per_class, size=size, seed=seed, classify=classify, segment=segment)
+    result = run_demo(
+        out, per_class=per_class, size=size, seed=seed, classify=classify, segment=segment, profile=profile
+    )
     print_check(result.check)
     if classify:
         typer.echo((out / "classify" / "table_iv.md").read_text(encoding="utf-8"))
     if segment:
         typer.echo((out / "segment" / "evaluation" / "table1.md").read_text(encoding="utf-8"))
+    if profile:
+        typer.echo((out / "profile" / "evaluation" / "moa_accuracy.md").read_text(encoding="utf-8"))
     for path in result.outputs:
         console.print(f"wrote {path}")
 

@@ -4,8 +4,11 @@ The demo simulates a small microtubule dataset, checks it with the same code as 
 records the manifest, draws example cells per class, and runs the quick classification protocol
 (``configs/shpilman2017-quick.yaml``) into ``out/classify``. It then simulates bright-field fields, derives
 their labels from the fluorescence channels, trains and evaluates the quick segmentation config
-(``configs/midl2019-quick.yaml``) into ``out/segment`` and segments the held-out fields with overlays. Last it
-writes ``out/report.html`` with every capability's tables and figures.
+(``configs/midl2019-quick.yaml``) into ``out/segment`` and segments the held-out fields with overlays. Then it
+profiles: it simulates a BBBC021-layout screen of the 38 compounds (``--scale demo``), crops the cells, trains
+the quick GAN (``configs/cytogan-quick.yaml``), embeds the cells with its discriminator, with classical features
+and with a random discriminator, and evaluates MOA accuracy into ``out/profile``. Last it writes
+``out/report.html`` with every capability's tables and figures.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def run_demo(
     seed: int = 0,
     classify: bool = True,
     segment: bool = True,
+    profile: bool = True,
 ) -> DemoResult:
     """Simulate, check and illustrate a small microtubule dataset in ``out``, classify it, segment bright-field
     fields and write ``out/report.html``.
@@ -63,6 +67,8 @@ def run_demo(
         Run the quick classification protocol (a few minutes on 2 CPU cores) into ``out/classify``.
     segment : bool, default True
         Simulate bright-field fields and run the quick segmentation protocol (a few minutes) into ``out/segment``.
+    profile : bool, default True
+        Simulate a small BBBC021-layout screen and profile it (a few minutes) into ``out/profile``.
 
     Returns
     -------
@@ -102,6 +108,8 @@ def run_demo(
         outputs += [run / "table_iv.md", run / "metrics.json", run / "predictions.csv", run / "figures"]
     if segment:
         outputs += segment_demo(out, seed=seed)
+    if profile:
+        outputs += profile_demo(out, seed=seed)
     outputs.append(write_report(out, title="cytolens demo on simulated data"))
     return DemoResult(out=out, check=check, outputs=outputs)
 
@@ -171,3 +179,92 @@ def segment_demo(
     with progress_bar("segmenting held-out fields", len(held_out)) as advance:
         predict_images(run, held_out_folder, run / "predictions", cells=True, progress=advance)
     return [run / "evaluation" / "table1.md", run / "evaluation" / "metrics.json", run / "predictions"]
+
+
+def profile_demo(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    scale: str = "demo",
+    config: str = "cytogan-quick",
+    **overrides: Any,
+) -> list[Path]:
+    """Simulate, crop, train, embed and evaluate: the profile capability end to end on a small screen.
+
+    Three profiles of the same cells are compared under the same protocol: the trained GAN's discriminator,
+    classical CellProfiler-like features, and the same discriminator with random weights (the control).
+
+    Parameters
+    ----------
+    out : str or Path
+        The demo folder; data goes to ``out/data/bbbc021`` and ``out/data/bbbc021-cells``, the GAN run, the
+        profiles and the evaluation to ``out/profile``, the figures the report shows to ``out/profile/figures``.
+    seed : int, default 0
+        Simulation, training and random-control seed.
+    scale : str, default "demo"
+        The simulator's scale (``tiny`` for tests).
+    config : str, default "cytogan-quick"
+        The GAN config (a shipped name or a YAML path).
+    **overrides
+        Config fields to override (tests shrink the run with them).
+
+    Returns
+    -------
+    list of Path
+        Table 1, the accuracy table and the figures folder.
+    """
+    import shutil
+
+    from cytolens.bbbc021 import read_bbbc021
+    from cytolens.config import load_config
+    from cytolens.profile.cell_store import CellStore
+    from cytolens.profile.crop_examples import plot_crop_examples
+    from cytolens.profile.crops import crop_dataset
+    from cytolens.profile.embed import embed
+    from cytolens.profile.evaluate import write_evaluation
+    from cytolens.profile.explore import explore_run
+    from cytolens.profile.gan_config import GanConfig
+    from cytolens.profile.gan_training import train
+    from cytolens.profile.profiles import write_profiles
+    from cytolens.synthetic.cellpainting import simulate_cellpainting_dataset
+    from cytolens.synthetic.cellpainting_plan import planned_fields
+
+    out = Path(out)
+    data, cells = out / "data" / "bbbc021", out / "data" / "bbbc021-cells"
+    folder = out / "profile"
+    figures = folder / "figures"
+    with progress_bar("simulating a BBBC021-layout screen", planned_fields(scale, seed)) as advance:
+        simulate_cellpainting_dataset(data, scale=scale, seed=seed, progress=advance)
+    with progress_bar("cropping cells", len(read_bbbc021(data))) as advance:
+        crop_dataset(data, cells, progress=advance)
+    plot_crop_examples(cells, figures / "cell_crops.png", per_moa=6, seed=seed)
+
+    settings = load_config(config, GanConfig, seed=seed, **overrides)
+    with progress_bar(f"training {settings.gan}", settings.total_steps(len(CellStore(cells)))) as advance:
+        run = train(cells, settings, folder / "gan", progress=advance)
+    profiles = {
+        settings.gan: (run, None),
+        "classical": (None, "classical"),
+        "random D (control)": (None, f"random:{config}"),
+    }
+    folders = []
+    for name, (gan_run, features) in profiles.items():
+        target = folder / "profiles" / name.split()[0]
+        with progress_bar(f"embedding cells ({name})", len(CellStore(cells))) as advance:
+            embed(cells, target, run=gan_run, features=features, seed=seed, progress=advance)
+        write_profiles(target)
+        folders.append(target)
+    result = write_evaluation(folders, folder / "evaluation", labels=list(profiles))
+    explored = explore_run(run, folder / "explore", profiles=folders[0], seed=seed, pool=128)
+    # The report shows what figures/ holds: the crops, the GAN's training, its samples and the MOA maps.
+    for source, name in (
+        (run / "figures" / "loss_curves.png", "gan_loss_curves.png"),
+        (Path(explored["files"]["real_vs_generated"]), "gan_real_vs_generated.png"),
+        (Path(explored["files"]["treatment_map"]), "treatment_map.png"),
+        (result["out"] / "classical" / "confusion_nsc.png", "confusion_classical.png"),
+        (result["out"] / settings.gan / "confusion_nsc.png", f"confusion_{settings.gan}.png"),
+    ):
+        if source.is_file():
+            figures.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, figures / name)
+    return [result["out"] / "table1.md", result["out"] / "moa_accuracy.md", figures]

@@ -6,7 +6,8 @@ capability's run) and renders the sections it finds:
 * **classify** -- ``table_iv.csv`` and the accuracy, confusion and learning-curve figures;
 * **segment** -- ``evaluation/table1.csv``, ``evaluation/metrics.json`` and the ``*_overlay.png`` images under
   ``predictions/``;
-* **profile** -- ``table1.csv`` and the PNG figures of ``figures/``;
+* **profile** -- ``evaluation/table1.csv`` (or ``table1.csv``), ``moa_accuracy.csv`` beside it and the PNG figures
+  of ``figures/``;
 * **experts** -- an ``experts_section.html`` fragment written by ``cytolens experts score``.
 
 A section's tables come from the CSV files the capability wrote, so the page always shows the same numbers as
@@ -95,11 +96,19 @@ def _segment_section(folder: Path) -> Section | None:
 
 
 def _profile_section(folder: Path) -> Section | None:
-    if not (folder / "table1.csv").is_file():
+    # A demo's profile folder keeps its evaluation in evaluation/; `cytolens report` may also get that folder.
+    evaluation = folder / "evaluation" if (folder / "evaluation" / "table1.csv").is_file() else folder
+    if not (evaluation / "table1.csv").is_file():
         return None
     section = Section("profile", "Morphological profiling (CytoGAN 2017)")
     section.blocks.append("<p>Mechanism-of-action accuracy (%), with the paper's numbers beside ours.</p>")
-    section.blocks.append(_table_html(folder / "table1.csv"))
+    section.blocks.append(_table_html(evaluation / "table1.csv"))
+    if (evaluation / "moa_accuracy.csv").is_file():
+        section.blocks.append(
+            "<p>Every profile and protocol: 1-NN cosine accuracy over treatments with its 95 % interval, and "
+            "CytoGAN's per-compound mean.</p>"
+        )
+        section.blocks.append(_table_html(evaluation / "moa_accuracy.csv"))
     section.images += [(path, path.stem.replace("_", " ")) for path in _pngs(folder / "figures")]
     return section
 
