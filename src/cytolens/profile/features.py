@@ -1,17 +1,7 @@
 """Classical CellProfiler-like features of single-cell crops: the baseline every learned profile is compared with.
 
 A crop (96 × 96 × 3, channels DNA, tubulin, actin in [0, 1], centred on one cell) becomes one row of named
-numbers. Each crop is segmented first:
-
-- **Nuclei**: Otsu threshold of the DNA channel (after a 3 × 3 binomial smoothing), the connected component
-  nearest the crop centre (the one containing it when there is one), holes filled. A crop without any DNA
-  signal gets a 3 × 3 nucleus at its centre so every measure is defined.
-- **Cells**: the connected component of the Otsu foreground of the smoothed mean of tubulin and actin that holds
-  the nucleus. When it holds other nuclei too (touching neighbours: crops keep their neighbours by default),
-  a watershed of the inverted image seeded by every nucleus splits it along the dim valleys between the cells
-  (CellProfiler's secondary objects, simplified) and the cell is the nucleus's region; holes filled. A cell
-  always contains its nucleus.
-- **Cytoplasm**: the cell less the nucleus (may be empty).
+numbers. Each crop is first segmented into nucleus, cell and cytoplasm (:mod:`cytolens.profile.crop_masks`).
 
 Names follow CellProfiler, ``Compartment_Category_Feature[_Channel][_Parameter]``, with channels ``DNA``,
 ``Tubulin`` and ``Actin``:
@@ -64,6 +54,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
 from cytolens.errors import OptionError
+from cytolens.profile.crop_masks import CROSS, SQUARE, as_uint8_crops, safe_divide, segment_crops, segment_planes
 
 __all__ = [
     "CHANNEL_NAMES",
@@ -95,11 +86,6 @@ RADIAL_BINS = 4
 # Measures are computed on crops quantised to 0..255 (the cell store keeps uint8), so histogram quantiles are
 # exact and co-occurrence levels are bit shifts.
 _LEVELS = 256
-# In-plane neighbourhoods for a batch (n, H, W): nothing connects two crops of the batch.
-_CROSS = np.zeros((3, 3, 3), dtype=bool)
-_CROSS[1] = ndi.generate_binary_structure(2, 1)
-_SQUARE = np.zeros((3, 3, 3), dtype=bool)
-_SQUARE[1] = True
 # skimage.measure.perimeter (4-neighbourhood): weights of the border-pixel configurations (codes 0..49).
 _PERIMETER_WEIGHTS = np.zeros(50, dtype=np.float64)
 _PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1.0
@@ -131,135 +117,6 @@ def feature_names() -> list[str]:
         for second in CHANNEL_NAMES[i + 1 :]:
             names.append(f"Cells_Correlation_Correlation_{first}_{second}")
     return names
-
-
-def _check_crops(crops: np.ndarray) -> NDArray[np.uint8]:
-    array = np.asarray(crops)
-    if array.ndim != 4 or array.shape[-1] != len(CHANNEL_NAMES) or array.shape[1] < 8 or array.shape[2] < 8:
-        raise OptionError(f"`crops` must have shape (n, H, W, 3) with H, W >= 8, got {array.shape}")
-    if array.dtype == np.uint8:
-        return array
-    if not np.issubdtype(array.dtype, np.floating):
-        raise OptionError(f"`crops` must be uint8 or float in [0, 1], got dtype {array.dtype}")
-    return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    numerator = np.asarray(numerator, dtype=np.float64)
-    denominator = np.asarray(denominator, dtype=np.float64)
-    shape = np.broadcast_shapes(numerator.shape, denominator.shape)
-    return np.divide(numerator, denominator, out=np.zeros(shape), where=denominator != 0)
-
-
-# ------------------------------------------------------------------------------------------------ segmentation
-
-
-def _otsu_thresholds(images: NDArray[np.float32], bins: int = 128) -> NDArray[np.float64]:
-    """Otsu's threshold of each image of a batch (n, H, W) with values in [0, 1], from a ``bins`` histogram."""
-    n = len(images)
-    levels = np.minimum((images.reshape(n, -1) * bins).astype(np.int32), bins - 1)
-    levels += (np.arange(n, dtype=np.int32) * bins)[:, None]
-    hist = np.bincount(levels.ravel(), minlength=n * bins).reshape(n, bins).astype(np.float64)
-    centres = (np.arange(bins) + 0.5) / bins
-    weight0 = np.cumsum(hist, axis=1)
-    weight1 = weight0[:, -1:] - weight0
-    sum0 = np.cumsum(hist * centres, axis=1)
-    mean0 = _safe_divide(sum0, weight0)
-    mean1 = _safe_divide(sum0[:, -1:] - sum0, weight1)
-    between = weight0 * weight1 * (mean0 - mean1) ** 2
-    # The threshold lies between bin k and k + 1: pixels with level <= k are background.
-    best = np.argmax(between[:, :-1], axis=1)
-    return (best + 1) / bins
-
-
-def _foreground(image: NDArray[np.float32]) -> NDArray[np.bool_]:
-    """Otsu foreground of each image; an image without contrast has none."""
-    n = len(image)
-    flat = image.reshape(n, -1)
-    has_signal = flat.max(axis=1) > flat.min(axis=1)
-    thresholds = _otsu_thresholds(image).astype(np.float32)
-    return (image > thresholds[:, None, None]) & has_signal[:, None, None]
-
-
-def _fill_holes(masks: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Fill each mask's holes: background components (4-connected) that do not touch the crop's border."""
-    labels, count = ndi.label(~masks, structure=_CROSS)
-    outside = np.zeros(count + 1, dtype=bool)
-    for edge in (labels[:, 0, :], labels[:, -1, :], labels[:, :, 0], labels[:, :, -1]):
-        outside[edge.ravel()] = True
-    outside[0] = True  # label 0 is the mask itself
-    return ~outside[labels] | masks
-
-
-def _smooth(images: NDArray[np.uint16]) -> NDArray[np.uint16]:
-    """16 × the 3 × 3 binomial smoothing ([1, 2, 1] ⊗ [1, 2, 1] / 16) of each image, edges repeated (integers)."""
-    out = images.astype(np.uint16, copy=True)
-    for axis in (1, 2):
-        padded = np.concatenate([out.take([0], axis=axis), out, out.take([-1], axis=axis)], axis=axis)
-        size = out.shape[axis]
-        before = padded.take(np.arange(0, size), axis=axis)
-        after = padded.take(np.arange(2, size + 2), axis=axis)
-        out = 2 * out + before + after
-    return out
-
-
-def _segment_planes(planes: NDArray[np.uint8]) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """Nuclei and cells of channel-first crops (3, n, H, W) uint8; see :func:`segment_crops`."""
-    _, n, height, width = planes.shape
-    dna = _smooth(planes[0].astype(np.uint16)) * np.float32(1 / 255 / 16)
-    cyto = _smooth(planes[1].astype(np.uint16) + planes[2]) * np.float32(1 / 510 / 16)
-
-    foreground = _foreground(dna)
-    labels, count = ndi.label(foreground, structure=_SQUARE)
-    yy, xx = np.mgrid[0:height, 0:width]
-    distance = ((yy - (height - 1) / 2) ** 2 + (xx - (width - 1) / 2) ** 2).astype(np.float32).ravel()
-    nearest = np.argmin(np.where(foreground.reshape(n, -1), distance, np.float32(np.inf)), axis=1)
-    chosen = labels.reshape(n, -1)[np.arange(n), nearest]  # 0 where a crop has no foreground
-    missing = np.flatnonzero(chosen == 0)
-    if len(missing):
-        # No DNA signal: a 3 × 3 nucleus at the centre, with a label of its own.
-        cy, cx = height // 2, width // 2
-        chosen[missing] = count + 1 + np.arange(len(missing))
-        labels[missing, cy - 1 : cy + 2, cx - 1 : cx + 2] = chosen[missing][:, None, None]
-    nuclei = _fill_holes(labels == chosen[:, None, None])
-
-    # Cells: CellProfiler's secondary objects, simplified. The cell is the component of the tubulin + actin
-    # foreground that holds the chosen nucleus. Where that component holds other nuclei too (touching
-    # neighbours), every nucleus seeds a watershed of the inverted image inside it, splitting the cells along
-    # the dim valleys between them, and the cell is the chosen nucleus's region.
-    from skimage.segmentation import watershed
-
-    markers = np.where(nuclei, chosen[:, None, None], labels)
-    components, _ = ndi.label(_foreground(cyto) | (markers > 0), structure=_SQUARE)
-    first_pixel = np.argmax(nuclei.reshape(n, -1), axis=1)
-    cells = components == components.reshape(n, -1)[np.arange(n), first_pixel][:, None, None]
-    crowded = np.flatnonzero((cells & (markers > 0) & ~nuclei).any(axis=(1, 2)))
-    for i in crowded:
-        rows, cols = np.flatnonzero(cells[i].any(axis=1)), np.flatnonzero(cells[i].any(axis=0))
-        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))  # the component's bounding box
-        region = watershed(-cyto[i][box], markers=markers[i][box], mask=cells[i][box])
-        cells[i][box] = region == chosen[i]
-    return nuclei, _fill_holes(cells | nuclei)
-
-
-def segment_crops(crops: np.ndarray) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
-    """Segment the centred cell of each crop into nucleus and whole cell.
-
-    Parameters
-    ----------
-    crops : (n, H, W, 3) ndarray, uint8 or float in [0, 1]
-        Channels DNA, tubulin, actin.
-
-    Returns
-    -------
-    nuclei, cells : (n, H, W) ndarray of bool
-        The nucleus and the whole cell (which contains the nucleus) of each crop; see the module docstring.
-    """
-    data = _check_crops(crops)
-    if len(data) == 0:
-        empty = np.zeros(data.shape[:3], dtype=bool)
-        return empty, empty.copy()
-    return _segment_planes(np.ascontiguousarray(np.moveaxis(data, -1, 0)))
 
 
 # ------------------------------------------------------------------------------------------------ measurements
@@ -315,22 +172,22 @@ def _shape(mask: NDArray[np.bool_], moments: NDArray[np.float64]) -> list[np.nda
     n = len(mask)
     area = moments[:, 0]
     perimeter = _perimeter(mask)
-    form_factor = _safe_divide(4.0 * math.pi * area, perimeter**2)
-    cy, cx = _safe_divide(moments[:, 1], area), _safe_divide(moments[:, 2], area)
-    syy = np.maximum(_safe_divide(moments[:, 3], area) - cy**2, 0.0)
-    sxx = np.maximum(_safe_divide(moments[:, 4], area) - cx**2, 0.0)
-    sxy = _safe_divide(moments[:, 5], area) - cy * cx
+    form_factor = safe_divide(4.0 * math.pi * area, perimeter**2)
+    cy, cx = safe_divide(moments[:, 1], area), safe_divide(moments[:, 2], area)
+    syy = np.maximum(safe_divide(moments[:, 3], area) - cy**2, 0.0)
+    sxx = np.maximum(safe_divide(moments[:, 4], area) - cx**2, 0.0)
+    sxy = safe_divide(moments[:, 5], area) - cy * cx
     half_trace = (syy + sxx) / 2
     root = np.sqrt(((syy - sxx) / 2) ** 2 + sxy**2)
     major_var, minor_var = half_trace + root, np.maximum(half_trace - root, 0.0)
     # skimage's axis lengths: 4·sqrt of the inertia tensor's eigenvalues (no pixel-size correction).
     major, minor = 4.0 * np.sqrt(major_var), 4.0 * np.sqrt(minor_var)
-    eccentricity = np.where(major_var > 0, np.sqrt(np.clip(1.0 - _safe_divide(minor_var, major_var), 0.0, 1.0)), 0.0)
+    eccentricity = np.where(major_var > 0, np.sqrt(np.clip(1.0 - safe_divide(minor_var, major_var), 0.0, 1.0)), 0.0)
 
     rows_any, cols_any = mask.any(axis=2), mask.any(axis=1)
     height = np.where(area > 0, mask.shape[1] - np.argmax(rows_any[:, ::-1], axis=1) - np.argmax(rows_any, axis=1), 0)
     width = np.where(area > 0, mask.shape[2] - np.argmax(cols_any[:, ::-1], axis=1) - np.argmax(cols_any, axis=1), 0)
-    extent = _safe_divide(area, height * width)
+    extent = safe_divide(area, height * width)
 
     # Solidity: area over the area of the convex hull of the pixel squares. Only each row's outermost pixels
     # can be hull vertices; the hull of the squares is the hull of their centres grown by a unit square, whose
@@ -375,15 +232,15 @@ def _intensity(
     weighted = geometry.moments(np.where(mask[None], planes, 0).reshape(channels * n, *mask.shape[1:]), order=1)
     weighted = weighted.reshape(channels, n, 3) / (_LEVELS - 1)
     area = mask_moments[:, 0]
-    cy, cx = _safe_divide(mask_moments[:, 1], area), _safe_divide(mask_moments[:, 2], area)
+    cy, cx = safe_divide(mask_moments[:, 1], area), safe_divide(mask_moments[:, 2], area)
     out = []
     for c in range(channels):
         hist = np.bincount(offsets + planes[c].ravel()[positions], minlength=n * _LEVELS)
         hist = hist.reshape(n, _LEVELS).astype(np.float64)
         count = hist.sum(axis=1)
         integrated = hist @ values
-        mean = _safe_divide(integrated, count)
-        variance = np.maximum(_safe_divide(hist @ values**2, count) - mean**2, 0.0)
+        mean = safe_divide(integrated, count)
+        variance = np.maximum(safe_divide(hist @ values**2, count) - mean**2, 0.0)
         present = hist > 0
         minimum = np.where(count > 0, np.argmax(present, axis=1), 0) / (_LEVELS - 1)
         maximum = np.where(count > 0, _LEVELS - 1 - np.argmax(present[:, ::-1], axis=1), 0) / (_LEVELS - 1)
@@ -393,7 +250,7 @@ def _intensity(
         deviation = np.abs(np.arange(_LEVELS)[None, :] - median_level[:, None]) + np.arange(n)[:, None] * _LEVELS
         dev_hist = np.bincount(deviation.ravel(), weights=hist.ravel(), minlength=hist.size).reshape(hist.shape)
         (mad,) = _quantiles(dev_hist, (0.5,))
-        icy, icx = _safe_divide(weighted[c, :, 1], integrated), _safe_divide(weighted[c, :, 2], integrated)
+        icy, icx = safe_divide(weighted[c, :, 1], integrated), safe_divide(weighted[c, :, 2], integrated)
         displacement = np.where(integrated > 0, np.hypot(icy - cy, icx - cx), 0.0)
         out.append([integrated, mean, np.sqrt(variance), minimum, maximum, lower, median, upper, mad, displacement])
     return out
@@ -402,7 +259,7 @@ def _intensity(
 def _haralick(counts: NDArray[np.float64]) -> list[np.ndarray]:
     """Haralick features of co-occurrence counts (..., L, L), symmetrised and normalised here."""
     counts = counts + np.swapaxes(counts, -1, -2)
-    p = _safe_divide(counts, counts.sum(axis=(-1, -2), keepdims=True))
+    p = safe_divide(counts, counts.sum(axis=(-1, -2), keepdims=True))
     levels = p.shape[-1]
     i = np.arange(levels, dtype=np.float64)
     difference = (i[:, None] - i[None, :]) ** 2
@@ -415,7 +272,7 @@ def _haralick(counts: NDArray[np.float64]) -> list[np.ndarray]:
     mean = marginal @ i
     variance = marginal @ i**2 - mean**2
     covariance = np.einsum("...ij,i,j->...", p, i, i) - mean**2
-    correlation = np.where(variance > 1e-12, _safe_divide(covariance, variance), 0.0)  # a flat region: none
+    correlation = np.where(variance > 1e-12, safe_divide(covariance, variance), 0.0)  # a flat region: none
     return [asm, contrast, correlation, idm, entropy]
 
 
@@ -503,7 +360,7 @@ def _granularity(planes: NDArray[np.uint8], cells: NDArray[np.bool_]) -> NDArray
         for _ in range(scale):
             opened = _square3(opened, np.maximum)
         remaining = inside_sum(opened)
-        out[:, k] = 100.0 * _safe_divide(previous - remaining, total)
+        out[:, k] = 100.0 * safe_divide(previous - remaining, total)
         previous = remaining
     return out
 
@@ -514,7 +371,7 @@ def _radial(
     """Radial distribution, shape (channel, FracAtD bins + MeanFrac bins, n)."""
     channels, n = planes.shape[:2]
     area = nuclei_moments[:, 0]
-    cy, cx = _safe_divide(nuclei_moments[:, 1], area), _safe_divide(nuclei_moments[:, 2], area)
+    cy, cx = safe_divide(nuclei_moments[:, 1], area), safe_divide(nuclei_moments[:, 2], area)
     positions = np.flatnonzero(cells)
     cell_of = positions // (geometry.height * geometry.width)
     pixel = positions % (geometry.height * geometry.width)
@@ -522,19 +379,19 @@ def _radial(
     # Distance to the cell's edge: the mean of the in-plane chessboard and city-block distances (within 8 % of
     # the Euclidean one, and several times faster than an exact transform per crop).
     padded = np.pad(cells, ((0, 0), (1, 1), (1, 1)))
-    chess = ndi.distance_transform_cdt(padded, metric=_SQUARE)[:, 1:-1, 1:-1]
-    block = ndi.distance_transform_cdt(padded, metric=_CROSS)[:, 1:-1, 1:-1]
+    chess = ndi.distance_transform_cdt(padded, metric=SQUARE)[:, 1:-1, 1:-1]
+    block = ndi.distance_transform_cdt(padded, metric=CROSS)[:, 1:-1, 1:-1]
     to_edge = (chess.ravel()[positions] + block.ravel()[positions]) / 2.0
-    radius = _safe_divide(to_centre, to_centre + to_edge)
+    radius = safe_divide(to_centre, to_centre + to_edge)
     index = cell_of * RADIAL_BINS + np.minimum((radius * RADIAL_BINS).astype(np.int64), RADIAL_BINS - 1)
     pixel_counts = np.bincount(index, minlength=n * RADIAL_BINS).reshape(n, RADIAL_BINS).astype(np.float64)
-    pixel_share = _safe_divide(pixel_counts, pixel_counts.sum(axis=1, keepdims=True))
+    pixel_share = safe_divide(pixel_counts, pixel_counts.sum(axis=1, keepdims=True))
     out = np.empty((channels, 2 * RADIAL_BINS, n))
     for c in range(channels):
         sums = np.bincount(index, weights=planes[c].ravel()[positions], minlength=n * RADIAL_BINS)
-        frac = _safe_divide(sums.reshape(n, RADIAL_BINS), sums.reshape(n, RADIAL_BINS).sum(axis=1, keepdims=True))
+        frac = safe_divide(sums.reshape(n, RADIAL_BINS), sums.reshape(n, RADIAL_BINS).sum(axis=1, keepdims=True))
         out[c, :RADIAL_BINS] = frac.T
-        out[c, RADIAL_BINS:] = _safe_divide(frac, pixel_share).T
+        out[c, RADIAL_BINS:] = safe_divide(frac, pixel_share).T
     return out
 
 
@@ -551,16 +408,16 @@ def _correlations(planes: NDArray[np.uint8], cells: NDArray[np.bool_]) -> list[n
     for a in range(channels):
         for b in range(a + 1, channels):
             products = np.bincount(cell_of, weights=values[a] * values[b], minlength=n)
-            covariance = products - _safe_divide(sums[a] * sums[b], count)
-            var_a = np.maximum(squares[a] - _safe_divide(sums[a] ** 2, count), 0.0)
-            var_b = np.maximum(squares[b] - _safe_divide(sums[b] ** 2, count), 0.0)
-            out.append(np.clip(_safe_divide(covariance, np.sqrt(var_a * var_b)), -1.0, 1.0))
+            covariance = products - safe_divide(sums[a] * sums[b], count)
+            var_a = np.maximum(squares[a] - safe_divide(sums[a] ** 2, count), 0.0)
+            var_b = np.maximum(squares[b] - safe_divide(sums[b] ** 2, count), 0.0)
+            out.append(np.clip(safe_divide(covariance, np.sqrt(var_a * var_b)), -1.0, 1.0))
     return out
 
 
 def _features_batch(data: NDArray[np.uint8]) -> NDArray[np.float32]:
     planes = np.ascontiguousarray(np.moveaxis(data, -1, 0))  # (channel, n, H, W)
-    nuclei, cells = _segment_planes(planes)
+    nuclei, cells = segment_planes(planes)
     # Every measure is local to the cells and translation-invariant, so the batch is cut to the union of the
     # cells' bounding boxes (plus a margin of background): less work, same numbers whatever the batch. The cut
     # starts on an even pixel so the 2 × 2 blocks of the granularity keep their place on the crop's grid.
@@ -612,7 +469,7 @@ def classical_features(
     (n, F) ndarray of float32
         Finite values; column ``k`` is ``feature_names()[k]``.
     """
-    data = _check_crops(crops)
+    data = as_uint8_crops(crops)
     if int(batch_size) != batch_size or batch_size < 1:
         raise OptionError(f"`batch_size` must be a positive integer, got {batch_size!r}")
     out = np.empty((len(data), len(feature_names())), dtype=np.float32)
