@@ -14,7 +14,7 @@ from cytolens.profile.gan import (
     GANS, FeatureExtractor, count_gan_parameters, create_gan, images_to_tensor, random_feature_extractor,
     tensor_to_images,
 )
-from cytolens.profile.gan_config import GanConfig
+from cytolens.profile.gan_config import SCHEDULE_KEYS, GanConfig
 from cytolens.profile.gan_losses import discriminator_loss, generator_loss, gradient_penalty
 
 
@@ -126,6 +126,17 @@ def test_paper_configs_hold_the_papers_settings() -> None:
         assert config.gan_options == {} and config.critic_steps == 1 and config.gradient_penalty == 10
         assert config.real_label_range == (0.8, 1.0)
     assert load_config("cytogan-lsgan", GanConfig).total_steps(64_000) == 50 * 1000
+
+
+@pytest.mark.parametrize("gan", ["dcgan", "lsgan", "wgan"])
+def test_cpu_configs_change_only_width_and_schedule_and_say_so(gan: str) -> None:
+    paper = load_config(f"cytogan-{gan}", GanConfig).model_dump()
+    cpu = load_config(f"cytogan-{gan}-cpu", GanConfig).model_dump()
+    allowed = {"name", "description", "deviations", "gan_options", *SCHEDULE_KEYS}
+    assert {k: v for k, v in cpu.items() if k not in allowed} == {k: v for k, v in paper.items() if k not in allowed}
+    assert cpu["gan_options"] == {"generator_filters": [128, 64, 32, 16], "discriminator_filters": [16, 32, 64, 128]}
+    text = " ".join(cpu["deviations"])
+    assert "half as wide" in text and f"{cpu['steps']} generator steps" in text
 
 
 def test_config_errors_are_one_line(tmp_path: Path) -> None:
