@@ -14,7 +14,8 @@ from cytolens.cli import main
 from cytolens.errors import CytolensError
 from cytolens.experts.report import build_expert_report, render_experts_section, table_i, write_expert_report
 from cytolens.experts.scoring import NO_MAJORITY, majority_vote, read_predictions
-from cytolens.experts.store import ExpertStore, image_key
+from cytolens.experts.records import image_key
+from cytolens.experts.store import ExpertStore
 from cytolens.experts.tasks import parse_task
 from cytolens.io import write_tiff
 

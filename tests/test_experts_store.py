@@ -14,7 +14,8 @@ import pytest
 
 from cytolens.cli import main
 from cytolens.errors import CytolensError, OptionError
-from cytolens.experts.store import AnswerError, ExpertStore
+from cytolens.experts.records import AnswerError
+from cytolens.experts.store import ExpertStore
 from cytolens.experts.tasks import parse_task
 from cytolens.io import write_tiff
 

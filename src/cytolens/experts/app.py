@@ -31,7 +31,8 @@ from markupsafe import Markup
 
 from cytolens.errors import ImageReadError
 from cytolens.experts.render import PngCache
-from cytolens.experts.store import AnswerError, ExpertStore, Login
+from cytolens.experts.records import AnswerError, Login
+from cytolens.experts.store import ExpertStore
 from cytolens.experts.tasks import ExpertTask
 
 LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
