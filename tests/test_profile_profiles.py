@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 
 from cytolens.errors import CytolensError
-from cytolens.profile.profiles import (
-    build_profiles,
-    fit_whitening,
-    plate_dmso_statistics,
-    read_well_means,
-    write_profiles,
-)
+from cytolens.profile.dmso_normalisation import fit_whitening, plate_dmso_statistics
+from cytolens.profile.profiles import build_profiles, read_well_means, write_profiles
 
 # Feature f per cell, by plate and well. DMSO cells: P1 {1, 3, 1, 3} → mean 2, std 1; P2 {10, 14, 10, 14} →
 # mean 12, std 2; P3 {0, 2, 0, 2} → mean 1, std 1. Treatment T (one well per plate, the replicates):

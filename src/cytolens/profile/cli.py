@@ -173,7 +173,8 @@ def embed(
     from cytolens.errors import OptionError, check_choice
     from cytolens.profile.cell_store import CellStore
     from cytolens.profile.embed import embed as embed_cells
-    from cytolens.profile.profiles import NORMALIZATIONS, write_profiles
+    from cytolens.profile.dmso_normalisation import NORMALIZATIONS
+    from cytolens.profile.profiles import write_profiles
 
     check_choice("normalization", normalization, NORMALIZATIONS)
     if len(inputs) not in (1, 2):
