@@ -11,7 +11,7 @@ from cytolens.demo import run_demo
 
 
 def test_demo_writes_checked_data_manifest_and_figure(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "demo", per_class=3, size=64, seed=1, classify=False, segment=False)
+    result = run_demo(tmp_path / "demo", per_class=3, size=64, seed=1, classify=False, segment=False, profile=False)
     out = tmp_path / "demo"
     assert result.check.ok
     summary = json.loads((out / "data_check.json").read_text())
@@ -44,7 +44,7 @@ def test_demo_segment_step_trains_evaluates_and_overlays_held_out_fields(tmp_pat
 
 
 def test_demo_report_shows_the_sections_it_finds(tmp_path: Path) -> None:
-    run_demo(tmp_path / "demo", per_class=2, size=64, seed=0, classify=False, segment=False)
+    run_demo(tmp_path / "demo", per_class=2, size=64, seed=0, classify=False, segment=False, profile=False)
     page = (tmp_path / "demo" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "No results found" in page
 
@@ -71,3 +71,5 @@ def test_demo_profile_step_compares_gan_classical_and_random_profiles(tmp_path: 
     assert {"cell_crops.png", "gan_loss_curves.png", "gan_real_vs_generated.png", "treatment_map.png"} <= figures
     page = write_report(tmp_path / "demo").read_text()
     assert 'id="profile"' in page and "random D (control)" in page and page.count("data:image/png") >= 4
+    assert "trained 2 of 2 planned steps" in page  # the report says how long the GAN trained
+    assert 'id="segment"' not in page  # its evaluation/table1.csv is not taken for a segmentation table

@@ -6,8 +6,8 @@ capability's run) and renders the sections it finds:
 * **classify** -- ``table_iv.csv`` and the accuracy, confusion and learning-curve figures;
 * **segment** -- ``evaluation/table1.csv``, ``evaluation/metrics.json`` and the ``*_overlay.png`` images under
   ``predictions/``;
-* **profile** -- ``evaluation/table1.csv`` (or ``table1.csv``), ``moa_accuracy.csv`` beside it and the PNG figures
-  of ``figures/``;
+* **profile** -- ``evaluation/table1.csv`` and ``moa_accuracy.csv`` (or the two in the folder itself) and the PNG
+  figures of ``figures/``;
 * **experts** -- an ``experts_section.html`` fragment written by ``cytolens experts score``.
 
 A section's tables come from the CSV files the capability wrote, so the page always shows the same numbers as
@@ -74,7 +74,8 @@ def _classify_section(folder: Path) -> Section | None:
 
 def _segment_section(folder: Path) -> Section | None:
     evaluation = folder / "evaluation"
-    if not (evaluation / "table1.csv").is_file():
+    # A profile evaluation also has a table1.csv; its moa_accuracy.csv tells the two apart.
+    if not (evaluation / "table1.csv").is_file() or (evaluation / "moa_accuracy.csv").is_file():
         return None
     section = Section("segment", "Label-free segmentation (MIDL 2019)")
     metrics_path = evaluation / "metrics.json"
@@ -97,18 +98,28 @@ def _segment_section(folder: Path) -> Section | None:
 
 def _profile_section(folder: Path) -> Section | None:
     # A demo's profile folder keeps its evaluation in evaluation/; `cytolens report` may also get that folder.
-    evaluation = folder / "evaluation" if (folder / "evaluation" / "table1.csv").is_file() else folder
-    if not (evaluation / "table1.csv").is_file():
+    found = [path for path in (folder / "evaluation", folder)
+             if (path / "table1.csv").is_file() and (path / "moa_accuracy.csv").is_file()]
+    if not found:
         return None
+    evaluation = found[0]
     section = Section("profile", "Morphological profiling (CytoGAN 2017)")
+    done = folder / "gan" / "done.json"
+    if done.is_file():  # the demo's layout: say how long its GAN trained, so the table is read for what it is
+        run = json.loads(done.read_text(encoding="utf-8"))
+        section.blocks.append(
+            f"<p>The GAN ({html.escape(str(run['gan']))}) trained {run['steps']:,} of {run['steps_planned']:,} "
+            f"planned steps ({run['epochs']} epochs of {run['cells']:,} cells, stopped by "
+            f"{html.escape(str(run['stopped']))}). A GAN trained for minutes need not beat the random-weights "
+            "control; the README reports hour-long runs.</p>"
+        )
     section.blocks.append("<p>Mechanism-of-action accuracy (%), with the paper's numbers beside ours.</p>")
     section.blocks.append(_table_html(evaluation / "table1.csv"))
-    if (evaluation / "moa_accuracy.csv").is_file():
-        section.blocks.append(
-            "<p>Every profile and protocol: 1-NN cosine accuracy over treatments with its 95 % interval, and "
-            "CytoGAN's per-compound mean.</p>"
-        )
-        section.blocks.append(_table_html(evaluation / "moa_accuracy.csv"))
+    section.blocks.append(
+        "<p>Every profile and protocol: 1-NN cosine accuracy over treatments with its 95 % interval, and CytoGAN's "
+        "per-compound mean.</p>"
+    )
+    section.blocks.append(_table_html(evaluation / "moa_accuracy.csv"))
     section.images += [(path, path.stem.replace("_", " ")) for path in _pngs(folder / "figures")]
     return section
 
