@@ -233,6 +233,8 @@ def profile_demo(
     data, cells = out / "data" / "bbbc021", out / "data" / "bbbc021-cells"
     folder = out / "profile"
     figures = folder / "figures"
+    # A rerun would resume the last GAN run and reuse its embeddings; the demo's profiles start afresh instead.
+    shutil.rmtree(folder, ignore_errors=True)
     with progress_bar("simulating a BBBC021-layout screen", planned_fields(scale, seed)) as advance:
         simulate_cellpainting_dataset(data, scale=scale, seed=seed, progress=advance)
     with progress_bar("cropping cells", len(read_bbbc021(data))) as advance:
