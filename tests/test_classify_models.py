@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from cytolens.classify import count_parameters, create_model, list_models
-from cytolens.classify.models import CONVNET_LIMITS, l2_penalty, model_recipe, register_model
+from cytolens.classify.models import CONVNET_LIMITS, model_recipe, register_model
+from cytolens.engine.parameters import l2_penalty
 from cytolens.classify.search_space import (
     SearchSpace,
     Topology,

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.classify.config import ClassifyConfig, IntensityConfig, SharpenConfig
+from cytolens.classify.config import ClassifyConfig, SharpenConfig
+from cytolens.intensity import IntensityConfig
 from cytolens.classify.data import preprocess_image
 from cytolens.classify.predict import predict_images
 from cytolens.classify.protocol import run_protocol

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.models import count_parameters, create_model
+from cytolens.classify.models import create_model
+from cytolens.engine.parameters import count_parameters
 from cytolens.config import load_config, packaged_configs, resolve_config_path, save_config
 from cytolens.errors import CytolensError
 

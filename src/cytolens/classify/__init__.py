@@ -10,7 +10,8 @@ applies a trained run folder to new images (the functions behind ``cytolens clas
 from __future__ import annotations
 
 from cytolens.classify import resnet as _resnet  # noqa: F401 - registers resnet18
-from cytolens.classify.models import count_parameters, create_model, list_models
+from cytolens.classify.models import create_model, list_models
+from cytolens.engine.parameters import count_parameters
 from cytolens.classify.predict import predict_images as predict
 from cytolens.classify.protocol import run_protocol as train
 

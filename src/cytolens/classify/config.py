@@ -7,25 +7,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cytolens.config import StrictModel
+from cytolens.intensity import IntensityConfig
 
 VARIANTS: tuple[str, ...] = ("CNN", "CNN+T", "CNN+T+S")
 Variant = Literal["CNN", "CNN+T", "CNN+T+S"]
-
-
-class IntensityConfig(StrictModel):
-    """How raw intensities become network input in [0, 1] (see :func:`cytolens.io.normalize_intensity`)."""
-
-    method: Literal["bit_depth", "dtype", "percentile"] = "percentile"
-    bit_depth: int | None = Field(default=None, ge=1, le=32)
-    percentiles: tuple[float, float] = (0.5, 99.8)
-
-    @model_validator(mode="after")
-    def _bit_depth_given(self) -> IntensityConfig:
-        if self.method == "bit_depth" and self.bit_depth is None:
-            raise ValueError("method 'bit_depth' needs bit_depth (e.g. 14 for a 14-bit camera)")
-        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
-        return self
 
 
 class SharpenConfig(StrictModel):

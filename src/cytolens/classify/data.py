@@ -12,7 +12,8 @@ from itertools import combinations
 
 import numpy as np
 
-from cytolens.classify.config import ClassifyConfig, IntensityConfig, SharpenConfig
+from cytolens.classify.config import ClassifyConfig, SharpenConfig
+from cytolens.intensity import IntensityConfig
 from cytolens.errors import OptionError
 from cytolens.io import normalize_intensity, read_image
 from cytolens.transforms import resize, rotate90, sharpen, unsharp_mask

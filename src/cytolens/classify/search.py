@@ -20,7 +20,8 @@ import yaml
 from cytolens.atomic import write_text_atomic
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import build_tasks, load_inputs
-from cytolens.classify.models import count_parameters, create_model
+from cytolens.classify.models import create_model
+from cytolens.engine.parameters import count_parameters
 from cytolens.classify.protocol import prepare_manifest
 from cytolens.classify.search_space import SearchSpace, Topology, estimate_cost, paper_topology
 from cytolens.classify.trainer import fit_classifier

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cytolens.classify.config import TrainingConfig
-from cytolens.classify.models import l2_penalty
+from cytolens.engine.parameters import l2_penalty
 from cytolens.errors import OptionError
 from cytolens.training import EarlyStopping, seed_everything, select_device
 from cytolens.transforms import DIHEDRAL_SIZE, dihedral

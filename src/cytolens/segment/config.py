@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cytolens.classify.config import IntensityConfig
+from cytolens.intensity import IntensityConfig
 from cytolens.config import StrictModel
 from cytolens.segment.augment import BORDER_MODES, Augmenter
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cytolens.classify.models import count_parameters, l2_penalty
+from cytolens.engine.parameters import count_parameters, l2_penalty
 from cytolens.errors import OptionError
 from cytolens.registry import Registry
 
@@ -47,7 +47,7 @@ PAPER_PARAMETERS: dict[str, int] = {
 
 # MIDL 2019 section 3: Adam 1e-3 halved every 50 epochs for 300 epochs, categorical cross-entropy, 224×224
 # class-balanced patches, batch 3 per GPU. "l2" is Keras' kernel_regularizer (the loss adds l2 * Σ w², see
-# cytolens.classify.models.l2_penalty); the paper states it for the U-Net only, so the others default to 0.
+# cytolens.engine.parameters.l2_penalty); the paper states it for the U-Net only, so the others default to 0.
 PAPER_RECIPE: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-3, "lr_halving_epochs": 50, "epochs": 300, "loss": "cross_entropy",
     "patch_size": 224, "batch_size": 3, "l2": 0.0, "weight_decay": 0.0,

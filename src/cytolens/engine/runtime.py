@@ -1,0 +1,305 @@
+"""Where a run executes: devices, precision and ranks, through Lightning Fabric.
+
+:func:`launch` starts ``function(runtime, *args)`` once per rank:
+
+- one process: on the CPU, or on one CUDA GPU when there is one;
+- ``devices=N`` on one machine: Fabric spawns N processes (gloo on the CPU, NCCL on GPUs);
+- under ``torchrun`` or SLURM's ``srun`` the processes exist already: each takes its rank, the world size and
+  the master address from the environment (``--devices`` and ``--num-nodes`` must then match what the launcher
+  started; they are read from the launcher's variables when not given).
+
+:class:`Runtime` is what the code of a capability sees: the rank, the device, the resolved precision, and the few
+collective operations training, validation and inference need (all-reduce, broadcast, gathering rows by index).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from lightning_fabric import Fabric
+
+from cytolens.engine.precision import resolve_precision
+from cytolens.errors import CytolensError, OptionError
+
+__all__ = ["EngineOptions", "Runtime", "external_launcher", "launch", "shard_bounds"]
+
+ResultT = TypeVar("ResultT")
+
+
+# Not frozen: Fabric moves a spawned function's arguments to the device by rebuilding dataclasses field by field.
+@dataclass
+class EngineOptions:
+    """How to run: the ``--devices``, ``--num-nodes``, ``--precision``, ``--accelerator`` and ``--deterministic`` options.
+
+    Parameters
+    ----------
+    devices : int, default 1
+        Processes per machine (one per GPU on a GPU machine).
+    num_nodes : int, default 1
+        Machines; more than one needs ``torchrun`` or ``srun`` to start the processes.
+    precision : str, default "auto"
+        ``auto``, ``32-true``, ``bf16-mixed`` or ``16-mixed`` (see :mod:`cytolens.engine.precision`).
+    accelerator : {"auto", "cpu", "cuda"}, default "auto"
+        ``auto``: CUDA when present, else the CPU; the ``CYTOLENS_DEVICE`` variable overrides ``auto``.
+    deterministic : bool, default False
+        Deterministic algorithms only: the same seed gives the same numbers on the same machine.
+    """
+
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "auto"
+    accelerator: str = "auto"
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.devices < 1 or self.num_nodes < 1:
+            raise OptionError(f"--devices and --num-nodes must be ≥ 1, got {self.devices} and {self.num_nodes}")
+        if self.accelerator not in ("auto", "cpu", "cuda"):
+            raise OptionError(f"accelerator must be auto, cpu or cuda, got {self.accelerator!r}")
+
+    def device_type(self) -> str:
+        """``cpu`` or ``cuda``: what ``accelerator`` means on this machine."""
+        wanted = self.accelerator
+        if wanted == "auto":
+            wanted = os.environ.get("CYTOLENS_DEVICE", "").split(":")[0] or (
+                "cuda" if torch.cuda.is_available() else "cpu"
+            )
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise OptionError("accelerator 'cuda' asked for, but torch sees no CUDA GPU here")
+        return wanted
+
+
+def external_launcher() -> tuple[str, int, int] | None:
+    """``(launcher, processes per node, nodes)`` when ``torchrun`` or ``srun`` started this process, else None."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env or ("LOCAL_RANK" in env and "WORLD_SIZE" in env and "MASTER_ADDR" in env):
+        world = int(env.get("WORLD_SIZE", "1"))
+        local = int(env.get("LOCAL_WORLD_SIZE", world))
+        return "torchrun", local, max(1, world // max(local, 1))
+    ntasks = int(env.get("SLURM_NTASKS", "1") or 1)
+    if ntasks > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        nodes = int(env.get("SLURM_NNODES", "1") or 1)
+        return "srun", max(1, ntasks // nodes), nodes
+    return None
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``(start, stop)`` of rank ``rank``'s contiguous share of ``n`` items (the first ``n % world`` get one more).
+
+    Every item belongs to exactly one rank, and concatenating the shares in rank order gives ``range(n)``:
+    sharded outputs merge back into the order a single process writes.
+    """
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+class Runtime:
+    """One rank of a run: its device, precision and collectives (a thin layer over a launched ``Fabric``).
+
+    Parameters
+    ----------
+    fabric : lightning_fabric.Fabric
+        Launched (its processes exist and know their ranks).
+    precision : str
+        The resolved precision (never ``auto``).
+    options : EngineOptions
+    """
+
+    def __init__(self, fabric: Fabric, precision: str, options: EngineOptions) -> None:
+        self.fabric = fabric
+        self.precision = precision
+        self.options = options
+
+    # -- who and where -------------------------------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        return self.fabric.global_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.fabric.world_size
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes the run folder and prints progress."""
+        return self.fabric.global_rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.fabric.device
+
+    @property
+    def local_processes(self) -> int:
+        """Ranks on this machine (they share its CPUs)."""
+        return max(1, self.world_size // max(1, self.fabric.num_nodes))
+
+    def describe(self) -> dict[str, Any]:
+        """What ``run.json`` records about where the run executed."""
+        device = self.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        return {
+            "precision": self.precision,
+            "world_size": self.world_size,
+            "devices": self.local_processes,
+            "num_nodes": int(self.fabric.num_nodes),
+            "accelerator": device.type,
+            "device_name": name,
+            "deterministic": self.options.deterministic,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        }
+
+    # -- models ----------------------------------------------------------------------------------------------
+    def setup(self, model: torch.nn.Module, *optimizers: torch.optim.Optimizer) -> Any:
+        """Move ``model`` to the device, wrap it for DDP and autocast; returns ``model`` or ``(model, *optimizers)``."""
+        return self.fabric.setup(model, *optimizers)
+
+    def setup_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Like :meth:`setup` without optimisers (inference, or a model whose optimisers come later)."""
+        return self.fabric.setup_module(model)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` with the precision's scaling and DDP's gradient synchronisation."""
+        self.fabric.backward(loss)
+
+    @contextmanager
+    def autocast(self) -> Iterator[None]:
+        """The precision's autocast for code outside a set-up module's ``forward`` (a loss, a penalty)."""
+        with self.fabric.autocast():
+            yield
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move a batch to the device: pinned memory and a non-blocking copy on CUDA."""
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    # -- collectives -----------------------------------------------------------------------------------------
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.fabric.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (decisions that depend on a clock must be taken once)."""
+        return self.fabric.broadcast(value, src=0) if self.world_size > 1 else value
+
+    def all_reduce_sum(self, values: np.ndarray | float) -> np.ndarray:
+        """The sum over ranks of a number or array (confusion matrices, loss sums, counts), as float64 numpy."""
+        array = np.asarray(values, dtype=np.float64)
+        if self.world_size == 1:
+            return array
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        return self.fabric.all_reduce(tensor, reduce_op="sum").cpu().numpy()
+
+    def shard(self, n: int) -> range:
+        """This rank's contiguous share of ``range(n)`` (see :func:`shard_bounds`)."""
+        return range(*shard_bounds(n, self.rank, self.world_size))
+
+    def gather_rows(self, local: np.ndarray, n: int) -> np.ndarray:
+        """Concatenate every rank's rows of its :meth:`shard` of ``n`` items, in item order, on every rank.
+
+        Shares differ by at most one row; they are padded to one length for the collective and the padding is
+        dropped again, so no row is counted twice and none is missed.
+        """
+        if self.world_size == 1:
+            return local
+        bounds = [shard_bounds(n, r, self.world_size) for r in range(self.world_size)]
+        longest = max(stop - start for start, stop in bounds)
+        padded = np.zeros((longest, *local.shape[1:]), dtype=local.dtype)
+        padded[: len(local)] = local
+        gathered = self.fabric.all_gather(torch.from_numpy(padded).to(self.device)).cpu().numpy()
+        return np.concatenate([gathered[r, : stop - start] for r, (start, stop) in enumerate(bounds)])
+
+
+def _quiet_fabric() -> None:
+    # Fabric announces every process group and precision plugin on rank 0; cytolens prints its own summary.
+    for name in ("lightning_fabric", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _make_fabric(options: EngineOptions, *, precision: str, strategy: str, devices: int, num_nodes: int) -> Fabric:
+    _quiet_fabric()
+    if options.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+    accelerator = options.device_type()
+    return Fabric(accelerator=accelerator, strategy=strategy, devices=devices, num_nodes=num_nodes,
+                  precision=precision)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Failure:
+    """A user error raised on a spawned rank, carried back to the parent process as its one line."""
+
+    message: str
+
+
+def _spawned(fabric: Fabric, function: Callable[..., Any], precision: str, options: EngineOptions,
+             *args: Any) -> Any:
+    _quiet_fabric()
+    if options.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        return function(Runtime(fabric, precision, options), *args)
+    except CytolensError as exc:
+        return _Failure(str(exc))
+
+
+def launch(function: Callable[..., ResultT], options: EngineOptions, *args: Any) -> ResultT:
+    """Run ``function(runtime, *args)`` on every rank that ``options`` (or the launcher) asks for.
+
+    Parameters
+    ----------
+    function : callable
+        A module-level function (spawned processes import it by name); its first argument is the
+        :class:`Runtime`.
+    options : EngineOptions
+    *args
+        Passed on; they must pickle when ``options.devices > 1`` (configs, paths, numbers).
+
+    Returns
+    -------
+    The return value of rank 0.
+
+    Raises
+    ------
+    OptionError
+        For ``num_nodes > 1`` without a launcher, or a precision the device lacks.
+    CytolensError
+        Raised on rank 0 of spawned processes, re-raised here with its message.
+    """
+    device_type = options.device_type()
+    precision = resolve_precision(options.precision, device_type)
+    outside = external_launcher()
+    if outside is not None:
+        _, per_node, nodes = outside
+        fabric = _make_fabric(options, precision=precision, strategy="ddp", devices=per_node, num_nodes=nodes)
+        fabric.launch()
+        return function(Runtime(fabric, precision, options), *args)
+    if options.num_nodes > 1:
+        raise OptionError(
+            f"--num-nodes {options.num_nodes} needs a launcher that starts the processes on every machine: "
+            "run under torchrun or SLURM's srun (see the README)"
+        )
+    if options.devices > 1:
+        if device_type == "cuda" and options.devices > torch.cuda.device_count():
+            raise OptionError(f"--devices {options.devices}, but only {torch.cuda.device_count()} GPU(s) are visible")
+        fabric = _make_fabric(options, precision=precision, strategy="ddp_spawn", devices=options.devices,
+                              num_nodes=1)
+        result = fabric.launch(_spawned, function, precision, options, *args)
+        if isinstance(result, _Failure):
+            raise CytolensError(result.message)
+        return result
+    fabric = _make_fabric(options, precision=precision, strategy="auto", devices=1, num_nodes=1)
+    return function(Runtime(fabric, precision, options), *args)

@@ -1,0 +1,212 @@
+"""The engine: precision, ranks, sharding, the fit loop's resume and early stopping, checkpoints, run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from engine_toy import fit_toy
+
+from cytolens.engine import (
+    EngineOptions, ExperimentConfig, RunFolder, launch, load_checkpoint, load_run, resolve_precision, run_kind,
+    save_checkpoint, shard_bounds,
+)
+from cytolens.engine import precision as precision_module
+from cytolens.errors import CytolensError, OptionError
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    with pytest.raises(OptionError, match="16-mixed' needs a CUDA GPU"):
+        resolve_precision("16-mixed", "cpu")
+    with pytest.raises(OptionError, match="must be one of"):
+        resolve_precision("bf16", "cpu")
+
+
+@pytest.mark.parametrize("n, world", [(0, 2), (1, 2), (7, 2), (8, 3), (10, 4)])
+def test_shards_cover_every_item_once_in_order(n: int, world: int) -> None:
+    items = [i for rank in range(world) for i in range(*shard_bounds(n, rank, world))]
+    assert items == list(range(n))
+
+
+def test_fit_resumes_mid_epoch_with_identical_results(tmp_path: Path) -> None:
+    options = EngineOptions(precision="32-true", deterministic=True)
+    whole = launch(fit_toy, options, tmp_path / "whole.pt", 3)
+    # Interrupted after step 8 (epoch 2, batch 2 of 6), then resumed from the checkpoint the loop saved.
+    assert launch(_fit_and_interrupt, options, tmp_path / "cut.pt", 8) == 8
+    resumed = launch(fit_toy, options, tmp_path / "cut.pt", 3, 1)
+    assert resumed["resumed_from"] == 8
+    assert [row["val_accuracy"] for row in resumed["epochs"]] == [row["val_accuracy"] for row in whole["epochs"]]
+    assert [row["train_loss"] for row in resumed["epochs"]] == [row["train_loss"] for row in whole["epochs"]]
+    np.testing.assert_array_equal(resumed["weights"], whole["weights"])
+    # A finished fit's checkpoint says so: running it again trains nothing.
+    again = launch(fit_toy, options, tmp_path / "whole.pt", 3)
+    np.testing.assert_array_equal(again["weights"], whole["weights"])
+
+
+def _fit_and_interrupt(runtime, checkpoint: Path, stop_at: int) -> int:  # type: ignore[no-untyped-def]
+    """Fit with a checkpoint every step and a KeyboardInterrupt after step ``stop_at`` (the loop saves it)."""
+    import engine_toy
+
+    class Interrupting(engine_toy.ToyTask):
+        def train_step(self, position):  # type: ignore[no-untyped-def]
+            if position.step > stop_at:
+                raise KeyboardInterrupt
+            return super().train_step(position)
+
+    from cytolens.engine import FitLoop, LoopSettings
+
+    task = Interrupting(runtime, seed=3)
+    loop = FitLoop(runtime, LoopSettings(seed=3, max_epochs=3, monitor="val_accuracy", checkpoint_every=1),
+                   checkpoint, label="toy")
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(task)
+    return int(load_checkpoint(checkpoint)["loop"]["step"])
+
+
+def test_sigkilled_training_resumes_and_ends_like_an_uninterrupted_run(tmp_path: Path) -> None:
+    script = Path(__file__).with_name("engine_toy.py")
+    env = {**os.environ, "PYTHONPATH": str(script.parent)}
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    process = subprocess.Popen([sys.executable, str(script), str(killed)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait for a mid-epoch checkpoint (6 steps an epoch, one every step)
+        if (killed / "resume.pt").is_file():
+            try:
+                if load_checkpoint(killed / "resume.pt")["loop"]["step"] >= 8:
+                    break
+            except CytolensError:  # caught between write and rename: try again
+                pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "result.json").exists()
+    again = subprocess.run([sys.executable, str(script), str(killed)], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming from step" in again.stdout + again.stderr
+    uninterrupted = tmp_path / "whole"
+    uninterrupted.mkdir()
+    subprocess.run([sys.executable, str(script), str(uninterrupted)], env=env, check=True, capture_output=True,
+                   timeout=120)
+    a = json.loads((killed / "result.json").read_text())
+    b = json.loads((uninterrupted / "result.json").read_text())
+    assert 8 <= a["resumed_from"] < 24
+    assert a["epochs"] == [{**row, "seconds": a["epochs"][i]["seconds"]} for i, row in enumerate(b["epochs"])]
+    assert a["weights"] == b["weights"]
+
+
+def test_two_cpu_processes_train_like_one(tmp_path: Path) -> None:
+    one = launch(fit_toy, EngineOptions(precision="32-true"), tmp_path / "one.pt", 3)
+    two = launch(fit_toy, EngineOptions(devices=2, precision="32-true"), tmp_path / "two.pt", 3)
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    # The same global batches, split in halves whose gradients DDP averages: the same updates up to dropout
+    # masks (drawn per rank) and float summation order.
+    assert abs(one["epochs"][-1]["val_accuracy"] - two["epochs"][-1]["val_accuracy"]) <= 0.15
+    assert two["epochs"][-1]["val_accuracy"] >= 0.75
+
+
+def test_bf16_and_fp32_predict_alike_on_a_fixed_model() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 16 * 16, 3))
+    x = torch.randn(16, 1, 16, 16)
+    outputs = {}
+    for precision in ("32-true", "bf16-mixed"):
+        outputs[precision] = launch(_predict, EngineOptions(precision=precision), model, x)
+    assert outputs["32-true"].dtype == outputs["bf16-mixed"].dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: probabilities agree to about 1e-2, the predicted classes almost always.
+    p32, p16 = (torch.softmax(outputs[k], 1) for k in ("32-true", "bf16-mixed"))
+    assert float((p32 - p16).abs().max()) < 0.03
+    assert float((p32.argmax(1) == p16.argmax(1)).float().mean()) >= 0.9
+
+
+def _predict(runtime, model, x):  # type: ignore[no-untyped-def]
+    module = runtime.setup_module(model)
+    with torch.no_grad():
+        return module(x.to(runtime.device)).cpu()
+
+
+def test_a_user_error_on_a_spawned_rank_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CytolensError, match="bad.tif: broken"):
+        launch(_fail, EngineOptions(devices=2, precision="32-true"), tmp_path)
+
+
+def _fail(runtime, folder):  # type: ignore[no-untyped-def]
+    raise CytolensError("broken", path=Path(folder) / "bad.tif")
+
+
+def test_checkpoints_refuse_pickled_objects_and_truncated_files(tmp_path: Path) -> None:
+    good = save_checkpoint({"w": torch.ones(3), "step": 4}, tmp_path / "good.pt")
+    assert load_checkpoint(good)["step"] == 4
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"object": Path("x")}, pickled)
+    with pytest.raises(CytolensError, match=r"pickled.pt: not a loadable checkpoint: holds pickled objects"):
+        load_checkpoint(pickled)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(CytolensError, match=r"truncated.pt: not a loadable checkpoint: truncated"):
+        load_checkpoint(truncated)
+
+
+class _Config(ExperimentConfig):
+    lr: float = 0.1
+
+
+def test_run_folder_writes_run_json_first_and_applies_one_resume_rule(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = _Config(name="toy", model="mlp")
+    runtime = {"precision": "32-true", "world_size": 2, "devices": 2, "num_nodes": 1}
+    folder = RunFolder(run, "toy")
+    assert folder.start(config, data_fingerprint="abc", runtime=runtime) is False
+    info = json.loads((run / "run.json").read_text())
+    assert (info["kind"], info["world_size"], info["precision"], info["data_fingerprint"]) == ("toy", 2, "32-true",
+                                                                                              "abc")
+    assert run_kind(run) == "toy"
+    record = load_run(run, "toy", _Config)
+    assert record.config.lr == 0.1 and not record.is_done
+    folder.finish({"steps": 3})
+    assert load_run(run, "toy", _Config, require_done=True).done == {"steps": 3}
+    # A schedule key may change; anything else, other data or another precision may not.
+    assert folder.start(config.model_copy(update={"max_minutes": 5.0}), data_fingerprint="abc", runtime=runtime)
+    assert not (run / "done.json").exists()
+    with pytest.raises(CytolensError, match=r"different config \(lr\)"):
+        folder.start(config.model_copy(update={"lr": 0.2}), data_fingerprint="abc", runtime=runtime)
+    with pytest.raises(CytolensError, match="other images"):
+        folder.start(config, data_fingerprint="xyz", runtime=runtime)
+    with pytest.raises(CytolensError, match="precision 32-true, not bf16-mixed"):
+        folder.start(config, data_fingerprint="abc", runtime={**runtime, "precision": "bf16-mixed"})
+    with pytest.raises(CytolensError, match="is a toy run, not a segment run"):
+        load_run(run, "segment", _Config)
+    (run / "run.json").write_text("{not json")
+    with pytest.raises(CytolensError, match="run.json is unreadable or damaged"):
+        load_run(run, "toy", _Config)
+
+
+def test_config_base_rejects_negative_seeds_and_infinite_budgets() -> None:
+    with pytest.raises(ValueError):
+        _Config(name="toy", model="mlp", seed=-1)
+    with pytest.raises(ValueError):
+        _Config(name="toy", model="mlp", max_minutes=float("inf"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch here)")
+def test_toy_fit_on_a_gpu_in_bf16(tmp_path: Path) -> None:
+    result = launch(fit_toy, EngineOptions(accelerator="cuda", precision="bf16-mixed"), tmp_path / "gpu.pt", 3)
+    assert result["precision"] == "bf16-mixed"
+    assert result["epochs"][-1]["val_accuracy"] >= 0.75
