@@ -120,6 +120,19 @@ def test_two_cpu_processes_train_like_one(tmp_path: Path) -> None:
     assert two["epochs"][-1]["val_accuracy"] >= 0.75
 
 
+def test_ranks_working_alone_train_exactly_like_one_process(tmp_path: Path) -> None:
+    options = EngineOptions(precision="32-true", deterministic=True)
+    one = launch(fit_toy, options, tmp_path / "one.pt", 2)
+    alone = launch(_fit_alone, EngineOptions(devices=2, precision="32-true", deterministic=True), tmp_path)
+    np.testing.assert_array_equal(alone["weights"], one["weights"])
+    assert alone["epochs"] == [{**row, "seconds": alone["epochs"][i]["seconds"]} for i, row in enumerate(one["epochs"])]
+
+
+def _fit_alone(runtime, folder: Path):  # type: ignore[no-untyped-def]
+    # Each rank fits its own copy (as classify's units are spread over ranks), writing its own checkpoint.
+    return fit_toy(runtime.local(), Path(folder) / f"rank{runtime.rank}.pt", 2)
+
+
 def test_bf16_and_fp32_predict_alike_on_a_fixed_model() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),

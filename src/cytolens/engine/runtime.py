@@ -157,6 +157,11 @@ class Runtime:
             "torch": torch.__version__,
         }
 
+    def local(self) -> Runtime:
+        """This rank alone, as a world of one: for independent units of work spread over the ranks (classify's
+        task × variant × fold), each trained start to end by one rank with no collectives."""
+        return _LocalRuntime(self)
+
     # -- models ----------------------------------------------------------------------------------------------
     def setup(self, model: torch.nn.Module, *optimizers: torch.optim.Optimizer) -> Any:
         """Move ``model`` to the device, wrap it for DDP and autocast; returns ``model`` or ``(model, *optimizers)``."""
@@ -217,6 +222,52 @@ class Runtime:
         padded[: len(local)] = local
         gathered = self.fabric.all_gather(torch.from_numpy(padded).to(self.device)).cpu().numpy()
         return np.concatenate([gathered[r, : stop - start] for r, (start, stop) in enumerate(bounds)])
+
+
+class _LocalRuntime(Runtime):
+    """One rank working alone (see :meth:`Runtime.local`): no DDP wrapper, no collectives, rank 0 of 1."""
+
+    def __init__(self, parent: Runtime) -> None:
+        super().__init__(parent.fabric, parent.precision, parent.options)
+        self.parent = parent
+
+    @property
+    def rank(self) -> int:
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        return 1
+
+    @property
+    def is_main(self) -> bool:
+        return True
+
+    def setup(self, model: torch.nn.Module, *optimizers: torch.optim.Optimizer) -> Any:
+        # The optimisers still go through Fabric, so 16-mixed keeps its gradient scaler; the model is not wrapped,
+        # so its gradients are never synchronised: forward passes run under autocast() explicitly.
+        model = model.to(self.device)
+        if not optimizers:
+            return model
+        return (model, *(self.fabric.setup_optimizers(o) for o in optimizers))
+
+    def setup_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.fabric.backward(loss)
+
+    def barrier(self) -> None:
+        pass
+
+    def broadcast(self, value: Any) -> Any:
+        return value
+
+    def all_reduce_sum(self, values: np.ndarray | float) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    def gather_rows(self, local: np.ndarray, n: int) -> np.ndarray:
+        return local
 
 
 def _quiet_fabric() -> None:
