@@ -87,11 +87,18 @@ def fit_toy(runtime: Runtime, checkpoint: Path, epochs: int, checkpoint_every: i
 
 if __name__ == "__main__":  # the SIGKILL test runs this as a subprocess
     import json
+    import os
     import sys
 
     from cytolens.engine import EngineOptions, launch
 
     out = Path(sys.argv[1])
+    # Under torchrun every rank runs this; launch() takes the ranks from the environment and only rank 0
+    # comes back from it (the others exit), so the file below is written once.
     result = launch(fit_toy, EngineOptions(precision="32-true", deterministic=True), out / "resume.pt", 4, 1, 0.15)
-    (out / "result.json").write_text(json.dumps({"epochs": result["epochs"], "resumed_from": result["resumed_from"],
-                                                 "weights": result["weights"].tolist()}))
+    if (out / "result.json").exists():
+        raise SystemExit("result.json written twice")
+    (out / "result.json").write_text(json.dumps({
+        "epochs": result["epochs"], "resumed_from": result["resumed_from"], "weights": result["weights"].tolist(),
+        "world_size": result["world_size"], "rank": int(os.environ.get("RANK", "0")),
+    }))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -108,6 +109,21 @@ def test_sigkilled_training_resumes_and_ends_like_an_uninterrupted_run(tmp_path:
     assert 8 <= a["resumed_from"] < 24
     assert a["epochs"] == [{**row, "seconds": a["epochs"][i]["seconds"]} for i, row in enumerate(b["epochs"])]
     assert a["weights"] == b["weights"]
+
+
+def test_ranks_started_by_torchrun_take_their_rank_from_the_environment(tmp_path: Path) -> None:
+    script = Path(__file__).with_name("engine_toy.py")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": str(script.parent), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as probe:  # a free port: a fixed one may still be held by an earlier run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", str(port), str(script),
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["world_size"], result["rank"]) == (2, 0)
+    assert result["epochs"][-1]["val_accuracy"] >= 0.75
 
 
 def test_two_cpu_processes_train_like_one(tmp_path: Path) -> None:

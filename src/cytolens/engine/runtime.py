@@ -4,9 +4,9 @@
 
 - one process: on the CPU, or on one CUDA GPU when there is one;
 - ``devices=N`` on one machine: Fabric spawns N processes (gloo on the CPU, NCCL on GPUs);
-- under ``torchrun`` or SLURM's ``srun`` the processes exist already: each takes its rank, the world size and
-  the master address from the environment (``--devices`` and ``--num-nodes`` must then match what the launcher
-  started; they are read from the launcher's variables when not given).
+- under ``torchrun`` or SLURM's ``srun`` the processes exist already: each takes its rank, the world size, the
+  processes per node and the master address from the launcher's variables (``--devices`` and ``--num-nodes`` are
+  then not consulted).
 
 :class:`Runtime` is what the code of a capability sees: the rank, the device, the resolved precision, and the few
 collective operations training, validation and inference need (all-reduce, broadcast, gathering rows by index).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.strategies import DDPStrategy
 
 from cytolens.engine.precision import resolve_precision
 from cytolens.errors import CytolensError, OptionError
@@ -31,6 +33,9 @@ from cytolens.errors import CytolensError, OptionError
 __all__ = ["EngineOptions", "Runtime", "external_launcher", "launch", "shard_bounds"]
 
 ResultT = TypeVar("ResultT")
+
+#: How long a rank waits in a collective for the others before the run is aborted.
+COLLECTIVE_TIMEOUT_HOURS = 48
 
 
 # Not frozen: Fabric moves a spawned function's arguments to the device by rebuilding dataclasses field by field.
@@ -139,7 +144,12 @@ class Runtime:
     @property
     def local_processes(self) -> int:
         """Ranks on this machine (they share its CPUs)."""
-        return max(1, self.world_size // max(1, self.fabric.num_nodes))
+        return max(1, self.world_size // self.num_nodes)
+
+    @property
+    def num_nodes(self) -> int:
+        # Fabric keeps the node count on its strategy (single-device strategies have none).
+        return max(1, int(getattr(self.fabric.strategy, "num_nodes", 1)))
 
     def describe(self) -> dict[str, Any]:
         """What ``run.json`` records about where the run executed."""
@@ -149,7 +159,7 @@ class Runtime:
             "precision": self.precision,
             "world_size": self.world_size,
             "devices": self.local_processes,
-            "num_nodes": int(self.fabric.num_nodes),
+            "num_nodes": self.num_nodes,
             "accelerator": device.type,
             "device_name": name,
             "deterministic": self.options.deterministic,
@@ -285,7 +295,13 @@ def _make_fabric(options: EngineOptions, *, precision: str, strategy: str, devic
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
     accelerator = options.device_type()
-    return Fabric(accelerator=accelerator, strategy=strategy, devices=devices, num_nodes=num_nodes,
+    chosen: str | DDPStrategy = strategy
+    if strategy in ("ddp", "ddp_spawn"):
+        # Ranks wait for each other at the end of independent work (classify's units, a long fold on one rank):
+        # the default 30-minute collective timeout would abort a long run that is merely unbalanced.
+        chosen = DDPStrategy(start_method="spawn" if strategy == "ddp_spawn" else "popen",
+                             timeout=timedelta(hours=COLLECTIVE_TIMEOUT_HOURS))
+    return Fabric(accelerator=accelerator, strategy=chosen, devices=devices, num_nodes=num_nodes,
                   precision=precision)  # type: ignore[arg-type]
 
 
@@ -321,7 +337,8 @@ def launch(function: Callable[..., ResultT], options: EngineOptions, *args: Any)
 
     Returns
     -------
-    The return value of rank 0.
+    The return value of rank 0. Under ``torchrun`` or ``srun`` the other ranks exit (status 0) once the work is
+    done, so the rest of a command runs once.
 
     Raises
     ------
@@ -337,7 +354,13 @@ def launch(function: Callable[..., ResultT], options: EngineOptions, *args: Any)
         _, per_node, nodes = outside
         fabric = _make_fabric(options, precision=precision, strategy="ddp", devices=per_node, num_nodes=nodes)
         fabric.launch()
-        return function(Runtime(fabric, precision, options), *args)
+        result = function(Runtime(fabric, precision, options), *args)
+        fabric.barrier()
+        if fabric.global_rank != 0:
+            # Every rank runs the whole command line; what follows the distributed work (tables, summaries,
+            # messages) is rank 0's alone, as it is when launch() spawns the processes itself.
+            raise SystemExit(0)
+        return result
     if options.num_nodes > 1:
         raise OptionError(
             f"--num-nodes {options.num_nodes} needs a launcher that starts the processes on every machine: "
