@@ -103,7 +103,7 @@ def test_cli_predict_bad_run_folder_is_one_line(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["classify", "predict", str(tmp_path), str(tmp_path)])
     assert info.value.code == 2
-    assert "not a classification run folder" in capsys.readouterr().err
+    assert "not a cytolens run folder" in capsys.readouterr().err
 
 
 def test_sixteen_bit_preprocessing_keeps_its_range() -> None:

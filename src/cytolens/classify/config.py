@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from cytolens.config import StrictModel
+from cytolens.engine.config import ExperimentConfig
 from cytolens.intensity import IntensityConfig
 
 VARIANTS: tuple[str, ...] = ("CNN", "CNN+T", "CNN+T+S")
@@ -34,7 +35,6 @@ class TrainingConfig(StrictModel):
     max_epochs: int = Field(default=50, ge=1)
     # The paper: stop after 2 epochs without improvement of validation accuracy.
     patience: int = Field(default=2, ge=1)
-    num_threads: int | None = Field(default=None, ge=1)
 
 
 class XGBoostConfig(StrictModel):
@@ -48,26 +48,23 @@ class XGBoostConfig(StrictModel):
     colsample_bytree: float = Field(default=0.8, gt=0, le=1)
 
 
-class ClassifyConfig(StrictModel):
-    """Every setting of a classification run.
+class ClassifyConfig(ExperimentConfig):
+    """Every setting of a classification run, on top of :class:`~cytolens.engine.config.ExperimentConfig`
+    (name, seed, model, precision, time budget, threads, checkpoint cadence).
 
     ``deviations`` lists, in words, where a config departs from the paper; they are copied into the report.
     """
 
     name: str = "classify"
-    description: str = ""
-    deviations: list[str] = Field(default_factory=list)
     classes: list[str] | None = None
     group_pattern: str | None = None
-    seed: int = 0
     # Data
     test_per_class: int = Field(default=100, ge=1)
     max_train_per_class: int | None = Field(default=None, ge=2)
     input_size: int = Field(default=300, ge=16)
     intensity: IntensityConfig = Field(default_factory=IntensityConfig)
-    # Model
+    # Model (options: ``model_options`` of the base)
     model: str = "shpilman2017"
-    model_options: dict[str, object] = Field(default_factory=dict)
     # Protocol
     folds: int = Field(default=10, ge=2)
     tasks: list[str] = Field(default_factory=lambda: ["all", "pairwise"])

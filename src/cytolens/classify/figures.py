@@ -25,9 +25,9 @@ from cytolens.report.figures import save_figure  # noqa: E402
 
 def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[Path]:
     """Write every figure of a run into ``run/figures`` and return their paths."""
-    from cytolens.classify.results import load_run, reliability_table
+    from cytolens.classify.results import read_classify_run, reliability_table
 
-    config, manifest, tasks = load_run(run)
+    config, manifest, tasks = read_classify_run(run)
     figures = run / "figures"
     written: list[Path] = []
     bars = []
@@ -90,9 +90,9 @@ def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_exampl
     from cytolens.classify.data import load_inputs
     from cytolens.classify.gradcam import grad_cam
     from cytolens.classify.predict import load_fold_models
-    from cytolens.classify.results import load_run
+    from cytolens.classify.results import read_classify_run
 
-    config, _, _ = load_run(run)
+    config, _, _ = read_classify_run(run)
     variant = config.predict_variant
     try:
         models = load_fold_models(run, task, variant, which="best")

@@ -3,10 +3,14 @@
 The run's own config decides the preprocessing (input size, intensity scaling, sharpening for +S variants)
 and the final model (the ensemble of the fold models, or the best fold), so predictions match the
 evaluation in the run's report.
+
+With ``--devices N`` each rank classifies a contiguous share of the images (:meth:`Runtime.shard`) and the
+probabilities are gathered in image order, so rank 0 writes exactly the table one process writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import Task, preprocess_image
 from cytolens.classify.models import create_model
+from cytolens.engine import EngineOptions, Runtime, launch, load_checkpoint
 from cytolens.errors import CytolensError, ImageReadError, OptionError
 from cytolens.io import find_image_files, read_image
-from cytolens.training import load_checkpoint
 
 
 def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all") -> list[torch.nn.Module]:
@@ -42,9 +47,9 @@ def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all")
     import json
 
     from cytolens.classify.protocol import VARIANT_SLUGS, checkpoint_path
-    from cytolens.classify.results import load_run
+    from cytolens.classify.results import read_classify_run
 
-    config, _, _ = load_run(run)
+    config, _, _ = read_classify_run(run)
     folders = sorted((run / "units" / task.slug / VARIANT_SLUGS[variant]).glob("fold*/done.json"))
     records = [json.loads(p.read_text()) for p in folders]
     records = [r for r in records if checkpoint_path(run, task, variant, r["fold"]).is_file()]
@@ -93,6 +98,7 @@ def predict_images(
     tta: bool | None = None,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    options: EngineOptions = EngineOptions(),
 ) -> Predictions:
     """Classify images with a trained run.
 
@@ -107,53 +113,92 @@ def predict_images(
     tta : bool, optional
         Average over the 8 rotations/flips of each image; default: the run config's ``tta``.
     batch_size : int, default 32
-        Images held in memory at once.
+        Images held in memory at once (per rank).
     progress : callable, optional
-        Called with 1 per image.
+        Called with 1 per image (a single process only: spawned ranks cannot call back).
+    options : EngineOptions
+        Processes and devices; ``precision="auto"`` uses the precision the run was trained at.
 
     Returns
     -------
     Predictions
-        ``table`` has one row per readable image: ``path``, ``predicted`` (class name) and ``p_<class>``.
+        ``table`` has one row per readable image, in file order: ``path``, ``predicted`` (class name) and
+        ``p_<class>``.
     """
-    from cytolens.classify.results import load_run
+    from cytolens.classify.protocol import RUN_KIND
+    from cytolens.engine import load_run
+
+    if options.precision == "auto":
+        # Predict as the run evaluated its test set; fp16 autocast exists on CUDA only.
+        trained = load_run(run, RUN_KIND, ClassifyConfig).info.get("precision")
+        if trained in ("32-true", "bf16-mixed") or (trained == "16-mixed" and options.device_type() == "cuda"):
+            options = dataclasses.replace(options, precision=trained)
+    spawned = options.devices > 1 or options.num_nodes > 1
+    return launch(_predict_on_rank, options, str(run), str(images), task, tta, batch_size,
+                  None if spawned else progress)
+
+
+def _predict_on_rank(runtime: Runtime, run_text: str, images: str, task: str | None, tta: bool | None,
+                     batch_size: int, progress: Callable[[int], None] | None) -> Predictions:
+    """Every rank: classify its share of the images; the probabilities are gathered in file order."""
+    from cytolens.classify.results import read_classify_run
     from cytolens.classify.trainer import predict_proba
 
-    run = Path(run)
-    config, manifest, tasks = load_run(run)
+    run = Path(run_text)
+    config, manifest, tasks = read_classify_run(run)
     chosen = _choose_task(tasks, list(manifest.sort_values("label")["class"].unique()), task)
     variant = config.predict_variant
-    models = load_fold_models(run, chosen, variant, which="best" if config.final_model == "best_fold" else "all")
+    local = runtime.local()  # inference needs no DDP wrapper: each rank runs whole models on its own images
+    models = [local.setup_module(m) for m in
+              load_fold_models(run, chosen, variant, which="best" if config.final_model == "best_fold" else "all")]
     use_tta = config.tta if tta is None else tta
     paths = find_image_files(images)
-    rows: list[dict[str, object]] = []
-    problems: list[tuple[Path, str]] = []
-    for start in range(0, len(paths), batch_size):
-        batch_paths, batch = [], []
-        for path in paths[start : start + batch_size]:
+    # Shard whole batches, not images: every batch holds the files it holds in one process, so each
+    # probability is computed from the same batch and the gathered table equals one process's to the bit.
+    batches = runtime.shard(-(-len(paths) // batch_size))
+    # Column 0 says whether the image could be read; unread rows keep zeros and are dropped after gathering.
+    rows = np.zeros((len(batches), batch_size, 1 + len(chosen.classes)), dtype=np.float32)
+    for b, index in enumerate(batches):
+        batch, where = [], []
+        for j, path in enumerate(paths[index * batch_size:(index + 1) * batch_size]):
             try:
                 image = read_image(path, grayscale=True)
-            except ImageReadError as exc:
-                problems.append((path, exc.message))
+            except ImageReadError:
+                pass  # named by rank 0 after gathering
             else:
-                batch.append(
-                    preprocess_image(
-                        image,
-                        input_size=config.input_size,
-                        intensity=config.intensity,
-                        sharpening=config.sharpen if variant.endswith("+S") else None,
-                    )
-                )
-                batch_paths.append(path)
+                batch.append(preprocess_image(image, input_size=config.input_size, intensity=config.intensity,
+                                              sharpening=config.sharpen if variant.endswith("+S") else None))
+                where.append(j)
             if progress is not None:
                 progress(1)
         if not batch:
             continue
         inputs = np.stack(batch)[:, None]
-        proba = np.mean([predict_proba(m, inputs, tta=use_tta) for m in models], axis=0)
-        for path, p in zip(batch_paths, proba):
-            row: dict[str, object] = {"path": str(path), "predicted": chosen.classes[int(p.argmax())]}
-            row.update({f"p_{name}": float(value) for name, value in zip(chosen.classes, p)})
-            rows.append(row)
+        proba = torch.stack([predict_proba(m, inputs, tta=use_tta, runtime=local, as_numpy=False)
+                             for m in models]).mean(0)
+        rows[b, where, 0] = 1
+        rows[b, where, 1:] = proba.cpu().numpy()
+    gathered = runtime.gather_rows(rows, -(-len(paths) // batch_size)).reshape(-1, rows.shape[-1])[:len(paths)]
+    if not runtime.is_main:
+        return Predictions(pd.DataFrame())
+    table = []
+    problems: list[tuple[Path, str]] = []
+    for path, row in zip(paths, gathered):
+        if not row[0]:
+            problems.append((path, _read_problem(path)))
+            continue
+        p = row[1:]
+        record: dict[str, object] = {"path": str(path), "predicted": chosen.classes[int(p.argmax())]}
+        record.update({f"p_{name}": float(value) for name, value in zip(chosen.classes, p)})
+        table.append(record)
     columns = ["path", "predicted", *(f"p_{name}" for name in chosen.classes)]
-    return Predictions(pd.DataFrame(rows, columns=columns), problems)
+    return Predictions(pd.DataFrame(table, columns=columns), problems)
+
+
+def _read_problem(path: Path) -> str:
+    """Why ``path`` cannot be read (asked again on rank 0: messages are not gathered, only probabilities)."""
+    try:
+        read_image(path, grayscale=True)
+    except ImageReadError as exc:
+        return exc.message
+    return "unreadable"

@@ -11,12 +11,16 @@
 5. The XGBoost baseline is trained on hand-crafted features of the same training images and evaluated on the
    same test set.
 
-Each (task, variant, fold) is a unit whose outputs are written atomically with a ``done.json`` last, so an
-interrupted run resumes where it stopped.
+Each (task, variant, fold) is a unit: independent of every other, trained start to end by one rank (the units
+are dealt round-robin over the ranks in a fixed order, so ``--devices 2`` gives each unit exactly the numbers of
+one process with the same ``num_threads``). A unit's outputs are written atomically with its ``done.json`` last;
+an interrupted unit resumes mid-epoch from ``units/<task>/<variant>/fold<k>/resume.pt``, and a rerun skips the
+units that are done. Rank 0 alone writes the run folder's own files, the XGBoost baseline and the results.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -31,15 +35,26 @@ from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import Task, add_rotations, build_tasks, load_inputs
 from cytolens.classify.models import create_model
 from cytolens.classify.trainer import fit_classifier, predict_proba
-from cytolens.config import save_config
 from cytolens.console import console, progress_bar
 from cytolens.datacheck import check_dataset
-from cytolens.errors import CytolensError
+from cytolens.engine import (
+    EngineOptions,
+    RunFolder,
+    Runtime,
+    configure_threads,
+    data_fingerprint,
+    derive_seed,
+    launch,
+    save_checkpoint,
+)
+from cytolens.errors import CytolensError, OptionError
 from cytolens.layouts import write_manifest
-from cytolens.run_folder import check_same_config, check_same_data
 from cytolens.splits import grouped_stratified_kfold, holdout_per_class
-from cytolens.training import configure_threads, save_checkpoint
 
+__all__ = ["RUN_KIND", "VARIANT_SLUGS", "Unit", "checkpoint_path", "plan_units", "prepare_manifest", "run_protocol"]
+
+#: The kind recorded in a classification run folder's ``run.json``.
+RUN_KIND = "classify"
 VARIANT_SLUGS = {"CNN": "cnn", "CNN+T": "cnn_t", "CNN+T+S": "cnn_t_s"}
 
 
@@ -122,12 +137,10 @@ def _check_fixed_test_set(samples: pd.DataFrame, data: Path) -> None:
         )
 
 
-def data_fingerprint(manifest: pd.DataFrame) -> str:
-    """A hash of which image is where (path, class, split, fold): a run resumes only on the same split."""
-    import hashlib
-
-    text = manifest[["path", "class", "split", "fold"]].to_csv(index=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def manifest_fingerprint(manifest: pd.DataFrame) -> str:
+    """The data a run stands on: every image's bytes and where it went (path, class, split, fold)."""
+    table = manifest[["path", "class", "split", "fold"]].to_csv(index=False)
+    return data_fingerprint(manifest["path"].tolist(), table)
 
 
 def _subsample_training(samples: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
@@ -147,12 +160,12 @@ def plan_units(tasks: list[Task], config: ClassifyConfig) -> list[Unit]:
     for t, task in enumerate(tasks):
         for v, variant in enumerate(config.variants):
             for fold in range(config.folds):
-                seed = int(np.random.SeedSequence([config.seed, t, v, fold]).generate_state(1)[0])
-                units.append(Unit(task, variant, fold, seed))
+                units.append(Unit(task, variant, fold, derive_seed(config.seed, t, v, fold)))
     return units
 
 
-def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path) -> Path:
+def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path,
+                 options: EngineOptions = EngineOptions()) -> Path:
     """Run the whole protocol and write the run folder (see the module docstring).
 
     Parameters
@@ -162,50 +175,132 @@ def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path) -> P
     config : ClassifyConfig
         Every setting; stored as ``out/config.yaml``.
     out : str or Path
-        The run folder; an interrupted run with the same config resumes.
+        The run folder; an interrupted run with the same config, data and precision resumes.
+    options : EngineOptions
+        Processes, devices and precision (``precision="auto"`` defers to the config's ``precision``).
 
     Returns
     -------
     Path
         The run folder.
     """
+    if options.precision == "auto":
+        options = dataclasses.replace(options, precision=config.precision)
+    launch(_protocol_on_rank, options, str(data), config, str(out))
+    return Path(out)
+
+
+def _protocol_on_rank(runtime: Runtime, data: str, config: ClassifyConfig, out_text: str) -> None:
+    """Every rank: take its share of the units, train them alone; rank 0 then writes the baseline and results."""
     from cytolens.classify.results import write_results
 
-    out = Path(out)
-    check_same_config(out, config)
-    out.mkdir(parents=True, exist_ok=True)
-    configure_threads(config.training.num_threads)
-    save_config(config, out / "config.yaml")
-    manifest, classes, summary = prepare_manifest(data, config)
-    check_same_data(out, data_fingerprint(manifest))
-    write_manifest(manifest, out / "manifest.parquet")
-    write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
+    out = Path(out_text)
+    configure_threads(config.num_threads, local_processes=runtime.local_processes)
+    # Rank 0 checks the data and writes the run folder; a refusal must reach every rank, or the others would
+    # wait for it forever.
+    prepared: tuple[pd.DataFrame, tuple[str, ...]] | str | None = None
+    if runtime.is_main:
+        try:
+            prepared = _start_run(data, config, out, runtime)
+        except CytolensError as exc:
+            prepared = str(exc)
+            runtime.broadcast(prepared)
+            raise
+    prepared = runtime.broadcast(prepared)
+    if isinstance(prepared, str):
+        raise CytolensError(prepared)
+    manifest, classes = prepared
     tasks = build_tasks(classes, config.tasks)
-
-    paths = manifest["path"].tolist()
-    sharpened_needed = any(v.endswith("+S") for v in config.variants)
-    with progress_bar("loading images", len(paths) * (1 + sharpened_needed)) as advance:
-        inputs = {False: load_inputs(paths, config, sharpened=False, progress=advance)}
-        if sharpened_needed:
-            inputs[True] = load_inputs(paths, config, sharpened=True, progress=advance)
-
     units = plan_units(tasks, config)
-    with progress_bar("training", len(units)) as advance:
-        for unit in units:
-            if not (unit.folder(out) / "done.json").is_file():
-                _train_unit(unit, manifest, inputs, config, out)
-            advance(1)
+    # Round-robin in the plan's fixed order: a rerun with the same world size gives each rank the same units.
+    mine = [u for u in units[runtime.rank::runtime.world_size] if not (u.folder(out) / "done.json").is_file()]
+
+    started = time.perf_counter()
+    failed: CytolensError | None = None
+    finished = True
+    if mine:
+        inputs = _load_inputs(manifest, config, sharpened={u.variant.endswith("+S") for u in mine})
+        local = runtime.local()
+        with progress_bar(f"training (rank {runtime.rank})" if runtime.world_size > 1 else "training",
+                          len(mine)) as advance:
+            for unit in mine:
+                left = None if config.max_minutes is None else config.max_minutes - (
+                    time.perf_counter() - started) / 60
+                if left is not None and left <= 0:
+                    finished = False
+                    break
+                try:
+                    finished = _train_unit(local, unit, manifest, inputs, config, out, max_minutes=left)
+                except CytolensError as exc:
+                    failed = exc
+                    break
+                if not finished:
+                    break
+                advance(1)
+    # One collective instead of a barrier: every rank learns whether another failed or ran out of time.
+    problems = runtime.all_reduce_sum(np.array([failed is not None, not finished], dtype=np.float64))
+    if failed is not None:
+        if not runtime.is_main:  # only rank 0's error reaches the caller: say this one here
+            console.print(f"rank {runtime.rank}: {failed}", markup=False)
+        raise failed
+    if problems[0]:
+        raise CytolensError("training failed on another rank (its message is above)", path=out)
+    if problems[1]:
+        if runtime.is_main:
+            console.print(f"time budget of {config.max_minutes} min reached; rerun the same command to continue",
+                          markup=False)
+        return
+    if not runtime.is_main:
+        return
     if config.xgboost.enabled:
         from cytolens.classify.baseline_protocol import run_xgboost_baseline
 
         run_xgboost_baseline(manifest, tasks, config, out)
-    write_results(out)
-    return out
+    metrics = write_results(out)
+    RunFolder(out, RUN_KIND).finish({"units": len(units), "tasks": list(metrics["tasks"])})  # type: ignore[arg-type]
 
 
-def _train_unit(
-    unit: Unit, manifest: pd.DataFrame, inputs: dict[bool, np.ndarray], config: ClassifyConfig, out: Path
-) -> None:
+def _start_run(data: str, config: ClassifyConfig, out: Path,
+               runtime: Runtime) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Rank 0: refuse another run's folder early, check and split the data, then write the run folder."""
+    folder = RunFolder(out, RUN_KIND)
+    folder.check_resumable(config, precision=runtime.precision)  # before reading every image
+    manifest, classes, summary = prepare_manifest(data, config)
+    tasks = build_tasks(classes, config.tasks)
+    _check_units_have_images(manifest, tasks, config)
+    folder.start(config, data_fingerprint=manifest_fingerprint(manifest), runtime=runtime.describe(),
+                 extra={"data": str(data), "images": int(len(manifest)),
+                        "units": len(tasks) * len(config.variants) * config.folds})
+    write_manifest(manifest, out / "manifest.parquet")
+    write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
+    return manifest, classes
+
+
+def _check_units_have_images(manifest: pd.DataFrame, tasks: list[Task], config: ClassifyConfig) -> None:
+    """Every unit needs training and validation images: said once, before any rank trains."""
+    train = manifest["split"] == "train"
+    for task in tasks:
+        in_task = manifest["class"].isin(task.classes) & train
+        for fold in range(config.folds):
+            n_val = int((in_task & (manifest["fold"] == fold)).sum())
+            n_train = int((in_task & (manifest["fold"] != fold)).sum())
+            if not n_val or not n_train:
+                raise OptionError(
+                    f"task {task.name!r}, fold {fold} has {n_train} training and {n_val} validation images; "
+                    "use fewer folds"
+                )
+
+
+def _load_inputs(manifest: pd.DataFrame, config: ClassifyConfig, *, sharpened: set[bool]) -> dict[bool, np.ndarray]:
+    """Every image preprocessed, plain and/or sharpened (what this rank's units need)."""
+    paths = manifest["path"].tolist()
+    with progress_bar("loading images", len(paths) * len(sharpened)) as advance:
+        return {s: load_inputs(paths, config, sharpened=s, progress=advance) for s in sorted(sharpened)}
+
+
+def _train_unit(runtime: Runtime, unit: Unit, manifest: pd.DataFrame, inputs: dict[bool, np.ndarray],
+                config: ClassifyConfig, out: Path, *, max_minutes: float | None) -> bool:
+    """Train one unit and write its outputs, ``done.json`` last; False if the time budget stopped it first."""
     started = time.perf_counter()
     task = unit.task
     in_task = manifest["class"].isin(task.classes).to_numpy()
@@ -219,37 +314,48 @@ def _train_unit(
     if "+T" in unit.variant:
         # Rotated copies join the training folds only; validation and test keep the originals.
         train_x, train_y, _ = add_rotations(train_x, train_y, config.rotations)
-    model = _new_model(config, len(task.classes), unit.seed)
-    result = fit_classifier(
-        model, train_x, train_y, x[val], labels[val].astype(np.int64), training=config.training, seed=unit.seed
-    )
     folder = unit.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
-    history = result.history.assign(task=task.name, variant=unit.variant, fold=unit.fold)
+    model = _new_model(config, len(task.classes), unit.seed)
+    fit = fit_classifier(
+        runtime, model, train_x, train_y, x[val], labels[val].astype(np.int64), training=config.training,
+        seed=unit.seed, checkpoint=folder / "resume.pt", checkpoint_every=config.checkpoint_every,
+        max_minutes=max_minutes, label=f"{task.name} · {unit.variant} · fold {unit.fold}",
+    )
+    if fit.result.stopped == "max_minutes":
+        return False  # resume.pt holds the unit; the next session continues it
+    history = fit.history.assign(task=task.name, variant=unit.variant, fold=unit.fold)
     write_text_atomic(folder / "history.csv", history.to_csv(index=False))
-    _save_array(folder / "val_proba.npy", predict_proba(result.model, x[val]))
-    _save_array(folder / "test_proba.npy", predict_proba(result.model, x[test], tta=config.tta))
+    _save_array(folder / "val_proba.npy", predict_proba(fit.model, x[val], runtime=runtime))
+    _save_array(folder / "test_proba.npy", predict_proba(fit.model, x[test], tta=config.tta, runtime=runtime))
     if unit.variant == config.predict_variant:
-        save_checkpoint(result.model.state_dict(), checkpoint_path(out, task, unit.variant, unit.fold))
+        weights = {k: v.detach().cpu() for k, v in fit.model.state_dict().items()}
+        save_checkpoint(weights, checkpoint_path(out, task, unit.variant, unit.fold))
     done = {
         "task": task.name,
         "variant": unit.variant,
         "fold": unit.fold,
         "seed": unit.seed,
-        "best_epoch": result.best_epoch,
-        "epochs": int(len(result.history)),
-        "best_val_accuracy": result.best_val_accuracy,
+        "best_epoch": fit.best_epoch,
+        "epochs": int(len(fit.history)),
+        "stopped": fit.result.stopped,
+        "best_val_accuracy": fit.best_val_accuracy,
         "train_images": int(len(train_x)),
         "val_images": int(val.sum()),
+        "resumed_from_step": fit.result.resumed_from,
+        "samples_per_s": fit.result.samples_per_s,
+        "precision": runtime.precision,
         "seconds": round(time.perf_counter() - started, 2),
     }
     # done.json is written last: its presence means every other output of the unit is complete.
     write_text_atomic(folder / "done.json", json.dumps(done, indent=2) + "\n")
+    (folder / "resume.pt").unlink(missing_ok=True)
     console.print(
-        f"{task.name} · {unit.variant} · fold {unit.fold}: val accuracy {result.best_val_accuracy:.3f} "
-        f"(epoch {result.best_epoch}/{len(result.history)}, {done['seconds']:.0f}s)",
+        f"{task.name} · {unit.variant} · fold {unit.fold}: val accuracy {fit.best_val_accuracy:.3f} "
+        f"(epoch {fit.best_epoch}/{len(fit.history)}, {done['seconds']:.0f}s)",
         markup=False,
     )
+    return True
 
 
 def _new_model(config: ClassifyConfig, num_classes: int, seed: int) -> torch.nn.Module:

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from cytolens.atomic import write_text_atomic
 from cytolens.calibration import brier_score, expected_calibration_error, reliability_curve
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import Task, build_tasks, slug
-from cytolens.config import validate_config
+from cytolens.engine import load_run
 from cytolens.errors import CytolensError
 from cytolens.layouts import read_manifest
 from cytolens.stats import (
@@ -39,22 +38,20 @@ PAPER_TABLE_IV: dict[str, dict[str, float]] = {
 }
 
 
-def load_run(run: str | Path) -> tuple[ClassifyConfig, pd.DataFrame, list[Task]]:
-    """Read a run folder's config, manifest and tasks.
+def read_classify_run(run: str | Path) -> tuple[ClassifyConfig, pd.DataFrame, list[Task]]:
+    """Read a classification run folder's config, manifest and tasks.
 
     Raises
     ------
     CytolensError
-        If ``run`` is not a classification run folder.
+        If ``run`` is not a classification run folder (no ``run.json`` of kind ``classify``).
     """
-    run = Path(run)
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        raise CytolensError("not a classification run folder (no config.yaml)", path=run)
-    config = validate_config(yaml.safe_load(config_path.read_text(encoding="utf-8")), ClassifyConfig, path=config_path)
-    manifest = read_manifest(run / "manifest.parquet")
+    from cytolens.classify.protocol import RUN_KIND
+
+    record = load_run(run, RUN_KIND, ClassifyConfig)
+    manifest = read_manifest(record.path / "manifest.parquet")
     classes = list(manifest.sort_values("label")["class"].unique())
-    return config, manifest, build_tasks(classes, config.tasks)
+    return record.config, manifest, build_tasks(classes, record.config.tasks)
 
 
 def _unit_folders(run: Path, task: Task, variant: str) -> list[Path]:
@@ -84,7 +81,7 @@ def _fold_test_accuracies(run: Path, task: Task, variant: str, y_true: np.ndarra
 def collect_predictions(run: str | Path) -> pd.DataFrame:
     """One row per test image, task and method: true class, predicted class, probability of every class."""
     run = Path(run)
-    config, manifest, tasks = load_run(run)
+    config, manifest, tasks = read_classify_run(run)
     classes = list(manifest.sort_values("label")["class"].unique())
     rows = []
     for task in tasks:
@@ -163,7 +160,7 @@ def compute_metrics(run: str | Path, predictions: pd.DataFrame | None = None) ->
     """Every number of the run: per task and method, accuracy with a 95% interval, calibration, confusion,
     cross-validation accuracy over folds, and paired comparisons between methods."""
     run = Path(run)
-    config, manifest, tasks = load_run(run)
+    config, manifest, tasks = read_classify_run(run)
     predictions = collect_predictions(run) if predictions is None else predictions
     tasks_out: dict[str, object] = {}
     for task in tasks:

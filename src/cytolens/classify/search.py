@@ -26,10 +26,10 @@ from cytolens.classify.protocol import prepare_manifest
 from cytolens.classify.search_space import SearchSpace, Topology, estimate_cost, paper_topology
 from cytolens.classify.trainer import fit_classifier
 from cytolens.console import console, progress_bar
+from cytolens.engine import EngineOptions, Runtime, configure_threads, launch
 from cytolens.errors import CytolensError
 from cytolens.layouts import write_manifest
 from cytolens.splits import iter_folds
-from cytolens.training import configure_threads
 
 
 def run_search(
@@ -61,10 +61,15 @@ def run_search(
     space : SearchSpace, optional
         The ranges; the paper's by default.
     """
-    out = Path(out)
+    # One process: trials depend on each other only through search.csv, which one writer keeps consistent.
+    return launch(_search, EngineOptions(precision=config.precision), data, config, Path(out), trials, folds,
+                  max_mflops, space or SearchSpace())
+
+
+def _search(runtime: Runtime, data: str | Path, config: ClassifyConfig, out: Path, trials: int, folds: int,
+            max_mflops: float | None, space: SearchSpace) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
-    configure_threads(config.training.num_threads)
-    space = space or SearchSpace()
+    configure_threads(config.num_threads, local_processes=runtime.local_processes)
     search_config = config.model_copy(update={"folds": folds})
     manifest, classes, _ = prepare_manifest(data, search_config)
     write_manifest(manifest, out / "manifest.parquet")
@@ -100,10 +105,14 @@ def run_search(
             if topology.input_size not in cache:
                 sized = config.model_copy(update={"input_size": topology.input_size})
                 cache[topology.input_size] = load_inputs(train["path"].tolist(), sized, sharpened=False)
-            row = _evaluate(topology, cache[topology.input_size], labels, train["fold"].to_numpy(), config, len(task.classes))
+            resume = out / "resume" / f"trial{trial}"
+            row = _evaluate(runtime, topology, cache[topology.input_size], labels, train["fold"].to_numpy(), config,
+                            len(task.classes), resume)
             row["trial"] = trial
             done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
             write_text_atomic(results_path, done.to_csv(index=False))
+            for checkpoint in resume.glob("fold*.pt"):  # the trial is in search.csv: its folds are settled
+                checkpoint.unlink()
             console.print(f"trial {trial}: {row['topology']} → CV accuracy {row['cv_accuracy']:.3f}", markup=False)
             advance(1)
     ranked = done.sort_values(["cv_accuracy", "mflops"], ascending=[False, True]).reset_index(drop=True)
@@ -115,7 +124,8 @@ def run_search(
 
 
 def _evaluate(
-    topology: Topology, inputs: np.ndarray, labels: np.ndarray, folds: np.ndarray, config: ClassifyConfig, num_classes: int
+    runtime: Runtime, topology: Topology, inputs: np.ndarray, labels: np.ndarray, folds: np.ndarray,
+    config: ClassifyConfig, num_classes: int, resume: Path,
 ) -> dict[str, object]:
     started = time.perf_counter()
     options = topology.to_model_options()
@@ -125,8 +135,9 @@ def _evaluate(
         torch.manual_seed(config.seed + fold)  # the same trial starts from the same weights, resumed or not
         model = create_model("convnet", num_classes=num_classes, in_chans=1, input_size=input_size, **options)
         result = fit_classifier(
-            model, inputs[train_index], labels[train_index], inputs[val_index], labels[val_index],
-            training=config.training, seed=config.seed + fold,
+            runtime, model, inputs[train_index], labels[train_index], inputs[val_index], labels[val_index],
+            training=config.training, seed=config.seed + fold, checkpoint=resume / f"fold{fold}.pt",
+            checkpoint_every=config.checkpoint_every, label=f"{topology.describe()} · fold {fold}",
         )
         scores.append(result.best_val_accuracy)
     probe = create_model("convnet", num_classes=num_classes, in_chans=1, input_size=input_size, **options)
