@@ -20,12 +20,37 @@ import torch
 
 from cytolens.atomic import write_text_atomic
 from cytolens.config import load_config
-from cytolens.profile.gan import count_gan_parameters, gan_from_config, images_to_tensor
+from cytolens.engine import EngineOptions, Position, Runtime, launch
+from cytolens.profile.gan import count_gan_parameters, gan_from_config
 from cytolens.profile.gan_config import GanConfig
-from cytolens.profile.gan_training import GanTrainer
+from cytolens.profile.gan_training import GanTask
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_CONFIGS = {"dcgan": "cytogan-dcgan", "lsgan": "cytogan-lsgan", "wgan-gp": "cytogan-wgan"}
+
+
+class _SameBatch:
+    """Stands in for the cell store's batches: the same random crops for every index."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch_size = batch
+        self.batches_per_epoch = 1_000_000
+        self.crops = np.random.default_rng(0).integers(0, 256, (batch, 96, 96, 3), dtype=np.uint8)
+
+    def batch(self, index: int) -> np.ndarray:
+        return self.crops
+
+
+def _time_steps(runtime: Runtime, config: GanConfig, batch: int, steps: int) -> list[float]:
+    """Seconds of ``steps`` training steps after one warm-up step (allocations, oneDNN kernel selection)."""
+    torch.manual_seed(0)
+    task = GanTask(runtime, gan_from_config(config), config, _SameBatch(batch), Path("."))  # type: ignore[arg-type]
+    times = []
+    for step in range(1, steps + 2):
+        start = time.perf_counter()
+        task.train_step(Position(1, step - 1, step))
+        times.append(time.perf_counter() - start)
+    return times[1:]
 
 
 def main() -> None:
@@ -41,20 +66,10 @@ def main() -> None:
     results = []
     for gan_name, config_name in PAPER_CONFIGS.items():
         config = load_config("cytogan-quick" if args.quick else config_name, GanConfig)
-        config = config.model_copy(update={"gan": gan_name, "lr_discriminator": None, "lr_generator": None})
+        config = config.model_copy(update={"model": gan_name, "lr_discriminator": None, "lr_generator": None})
         batch = args.batch or config.batch_size
-        torch.manual_seed(0)
-        gan = gan_from_config(config)
-        trainer = GanTrainer(gan, config, torch.device("cpu"))
-        rng = np.random.default_rng(0)
-        real = images_to_tensor(rng.random((batch, 96, 96, 3), dtype=np.float32))
-        trainer.step([real])  # warm-up: allocations, oneDNN kernel selection
-        times = []
-        for _ in range(args.steps):
-            start = time.perf_counter()
-            trainer.step([real])
-            times.append(time.perf_counter() - start)
-        counts = count_gan_parameters(gan)
+        times = launch(_time_steps, EngineOptions(accelerator="cpu", precision="32-true"), config, batch, args.steps)
+        counts = count_gan_parameters(gan_from_config(config))
         row = {
             "gan": gan_name, "config": "cytogan-quick" if args.quick else config_name, "batch_size": batch,
             "seconds_per_step_best": round(min(times), 3), "seconds_per_step_median": round(float(np.median(times)), 3),

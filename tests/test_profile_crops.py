@@ -208,7 +208,7 @@ def test_options_are_validated(tiny: Path, tmp_path: Path) -> None:
         crop_dataset(tiny, tmp_path / "x", border="wrap")
     with pytest.raises(OptionError, match="segment:RUN"):
         make_segmenter("watershed")
-    with pytest.raises(CytolensError, match="not a segmentation run folder"):
+    with pytest.raises(CytolensError, match="not a .*run folder"):
         crop_dataset(tiny, tmp_path / "x", segmentation=f"segment:{tmp_path}")
 
 

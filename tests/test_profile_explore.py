@@ -108,7 +108,7 @@ def treatments_table(n: int = 12) -> pd.DataFrame:
 
 def test_explore_writes_every_figure_of_a_tiny_trained_run(tmp_path: Path) -> None:
     cells = make_store(tmp_path / "cells", n=4)
-    run = train(cells, GanConfig(gan="lsgan", gan_options=SMALL, batch_size=2, steps=1, sample_count=4,
+    run = train(cells, GanConfig(model="lsgan", model_options=SMALL, batch_size=2, steps=1, sample_count=4,
                                  num_threads=1), tmp_path / "run")
     profiles = tmp_path / "profiles"
     profiles.mkdir()
@@ -140,7 +140,7 @@ def test_treatment_map_separates_what_is_separated(tmp_path: Path) -> None:
 
 def test_cli_explore_without_profiles(tmp_path: Path) -> None:
     cells = make_store(tmp_path / "cells", n=4)
-    run = train(cells, GanConfig(gan="dcgan", gan_options=SMALL, batch_size=2, steps=1, sample_count=4,
+    run = train(cells, GanConfig(model="dcgan", model_options=SMALL, batch_size=2, steps=1, sample_count=4,
                                  num_threads=1), tmp_path / "run")
     result = CliRunner().invoke(app, ["profile", "explore", str(run), "--out", str(tmp_path / "x"), "--pool", "20",
                                       "--profiles", str(tmp_path / "none")])

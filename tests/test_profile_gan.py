@@ -14,7 +14,7 @@ from cytolens.profile.gan import (
     GANS, FeatureExtractor, count_gan_parameters, create_gan, images_to_tensor, random_feature_extractor,
     tensor_to_images,
 )
-from cytolens.profile.gan_config import SCHEDULE_KEYS, GanConfig
+from cytolens.profile.gan_config import GanConfig
 from cytolens.profile.gan_losses import discriminator_loss, generator_loss, gradient_penalty
 
 
@@ -110,7 +110,7 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic(interpolation: str)
 @pytest.mark.parametrize("name", [n for n in packaged_configs() if n.startswith("cytogan")])
 def test_every_shipped_cytogan_config_validates_and_builds(name: str) -> None:
     config = load_config(name, GanConfig)
-    gan = create_gan(config.gan, **config.gan_options)
+    gan = create_gan(config.model, **config.model_options)
     assert gan.discriminator.latent_size == 100
     assert config.deviations, f"{name} must list where it departs from (or fills in) the paper"
 
@@ -120,10 +120,10 @@ def test_paper_configs_hold_the_papers_settings() -> None:
                 "cytogan-wgan": ("wgan-gp", 7e-5, 2e-4)}
     for name, (gan, lr_d, lr_g) in expected.items():
         config = load_config(name, GanConfig)
-        assert (config.gan, config.batch_size, config.epochs, config.steps) == (gan, 64, 50, None)
+        assert (config.model, config.batch_size, config.epochs, config.steps) == (gan, 64, 50, None)
         assert config.recipe() == {"lr_discriminator": lr_d, "lr_generator": lr_g, "betas": (0.5, 0.999)}
         assert config.recipe() == GANS.metadata(gan)["recipe"]
-        assert config.gan_options == {} and config.critic_steps == 1 and config.gradient_penalty == 10
+        assert config.model_options == {} and config.critic_steps == 1 and config.gradient_penalty == 10
         assert config.real_label_range == (0.8, 1.0)
     assert load_config("cytogan-lsgan", GanConfig).total_steps(64_000) == 50 * 1000
 
@@ -132,19 +132,19 @@ def test_paper_configs_hold_the_papers_settings() -> None:
 def test_cpu_configs_change_only_width_and_schedule_and_say_so(gan: str) -> None:
     paper = load_config(f"cytogan-{gan}", GanConfig).model_dump()
     cpu = load_config(f"cytogan-{gan}-cpu", GanConfig).model_dump()
-    allowed = {"name", "description", "deviations", "gan_options", *SCHEDULE_KEYS}
+    allowed = {"name", "description", "deviations", "model_options", *GanConfig.SCHEDULE_KEYS}
     assert {k: v for k, v in cpu.items() if k not in allowed} == {k: v for k, v in paper.items() if k not in allowed}
-    assert cpu["gan_options"] == {"generator_filters": [128, 64, 32, 16], "discriminator_filters": [16, 32, 64, 128]}
+    assert cpu["model_options"] == {"generator_filters": [128, 64, 32, 16], "discriminator_filters": [16, 32, 64, 128]}
     text = " ".join(cpu["deviations"])
     assert "half as wide" in text and f"{cpu['steps']} generator steps" in text
 
 
 def test_config_errors_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("gan: lsgn\n")
-    with pytest.raises(CytolensError, match="'gan'.*Did you mean 'lsgan'"):
+    bad.write_text("model: lsgn\n")
+    with pytest.raises(CytolensError, match="'model'.*Did you mean 'lsgan'"):
         load_config(bad, GanConfig)
-    bad.write_text("gan: lsgan\ngan_options: {generator_width: 3}\n")
+    bad.write_text("model: lsgan\nmodel_options: {generator_width: 3}\n")
     with pytest.raises(CytolensError, match="no option"):
         load_config(bad, GanConfig)
     bad.write_text("real_label_range: [0.9, 0.8]\n")

@@ -19,7 +19,7 @@ from cytolens.profile.gan import GANS, gan_from_config, load_feature_extractor, 
 from cytolens.profile.gan_batches import ChunkShuffledBatches
 from cytolens.profile.gan_config import GanConfig
 from cytolens.profile.gan_training import train
-from cytolens.training import load_checkpoint, seed_everything
+from cytolens.engine import load_checkpoint, seed_everything
 
 # Narrow networks for the tests that are about the loop, not the architecture (the 100-d layer is kept).
 SMALL = {"generator_filters": [8, 4, 4, 4], "discriminator_filters": [4, 4, 4, 4]}
@@ -43,6 +43,12 @@ def cells(tmp_path: Path) -> Path:
     return make_store(tmp_path / "cells")
 
 
+def task_state(run: Path) -> tuple[int, dict]:
+    """The step and the networks of a run's resume checkpoint (the fit loop's format)."""
+    payload = load_checkpoint(run / "checkpoints" / "last.pt")
+    return int(payload["loop"]["step"]), payload["task"]
+
+
 def config(**changes: object) -> GanConfig:
     settings = {"batch_size": 2, "steps": 1, "sample_count": 4, "log_every": 1, "num_threads": 1, **changes}
     return GanConfig.model_validate(settings)
@@ -52,37 +58,39 @@ def config(**changes: object) -> GanConfig:
 def test_one_tiny_step_of_each_gan_changes_the_weights_and_writes_the_run(
     name: str, cells: Path, tmp_path: Path
 ) -> None:
-    settings = config(gan=name)
+    settings = config(model=name)
     run = train(cells, settings, tmp_path / "run")
     seed_everything(settings.seed)
     initial = gan_from_config(settings)
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert state["step"] == 1
+    step, state = task_state(run)
+    assert step == 1
     for part in ("generator", "discriminator"):
         before, after = getattr(initial, part).state_dict(), state[part]
         changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
         assert changed, f"{part} did not change"
-    for file in ("config.yaml", "losses.csv", "done.json", "figures/loss_curves.png", "samples/step0000000.png",
-                 "samples/step0000001.png"):
+    for file in ("config.yaml", "run.json", "losses.csv", "done.json", "figures/loss_curves.png",
+                 "samples/step0000000.png", "samples/step0000001.png"):
         assert (run / file).is_file(), file
     losses = pd.read_csv(run / "losses.csv")
     assert list(losses["step"]) == [1] and np.isfinite(losses[["d_loss", "g_loss"]].to_numpy()).all()
     assert losses["seconds_per_step"].iloc[0] > 0
     done = json.loads((run / "done.json").read_text())
     assert (done["gan"], done["steps"], done["stopped"]) == (name, 1, "steps")
+    assert done["samples_per_s"] > 0 and 0 <= done["data_wait_fraction"] <= 1
+    assert json.loads((run / "run.json").read_text())["kind"] == "profile-gan"
     extractor = load_feature_extractor(run)
     features = extractor(CellStore(cells).crops([0, 1, 2]))
     assert extractor.dim == 100 and features.shape == (3, 100) and features.dtype == np.float32
 
 
 def test_resume_continues_the_step_count_exactly(cells: Path, tmp_path: Path) -> None:
-    settings = config(gan="lsgan", gan_options=SMALL, steps=1)
+    settings = config(model="lsgan", model_options=SMALL, steps=1)
     train(cells, settings, tmp_path / "resumed")
     train(cells, settings.model_copy(update={"steps": 3}), tmp_path / "resumed")
     train(cells, settings.model_copy(update={"steps": 3}), tmp_path / "straight")
-    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
-    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
-    assert resumed["step"] == straight["step"] == 3
+    resumed_step, resumed = task_state(tmp_path / "resumed")
+    straight_step, straight = task_state(tmp_path / "straight")
+    assert resumed_step == straight_step == 3
     for part in ("generator", "discriminator"):
         for key, value in straight[part].items():
             torch.testing.assert_close(resumed[part][key], value, msg=f"{part}.{key}")
@@ -90,16 +98,16 @@ def test_resume_continues_the_step_count_exactly(cells: Path, tmp_path: Path) ->
     assert yaml.safe_load((tmp_path / "resumed" / "config.yaml").read_text())["steps"] == 3
     # Asking for no more steps than done trains nothing and keeps the checkpoint.
     train(cells, settings.model_copy(update={"steps": 2}), tmp_path / "resumed")
-    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["step"] == 3
+    assert task_state(tmp_path / "resumed")[0] == 3
     _, _, step = load_gan(tmp_path / "resumed")
     assert step == 3
 
 
 def test_a_run_folder_refuses_another_config_or_other_cells(cells: Path, tmp_path: Path) -> None:
-    settings = config(gan="lsgan", gan_options=SMALL)
+    settings = config(model="lsgan", model_options=SMALL)
     train(cells, settings, tmp_path / "run")
-    with pytest.raises(CytolensError, match="different config .*gan"):
-        train(cells, settings.model_copy(update={"gan": "dcgan"}), tmp_path / "run")
+    with pytest.raises(CytolensError, match="different config .*model"):
+        train(cells, settings.model_copy(update={"model": "dcgan"}), tmp_path / "run")
     with pytest.raises(CytolensError, match="other images"):
         train(make_store(tmp_path / "other", seed=1), settings, tmp_path / "run")
     with pytest.raises(OptionError, match="larger than the cell store"):
@@ -121,7 +129,7 @@ def test_batches_cover_each_epoch_once_and_read_each_chunk_once(tmp_path: Path) 
 
 
 def test_cli_trains_with_a_config_file(cells: Path, tmp_path: Path) -> None:
-    settings = config(gan="wgan-gp", gan_options=SMALL)
+    settings = config(model="wgan-gp", model_options=SMALL)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     result = CliRunner().invoke(
@@ -129,4 +137,12 @@ def test_cli_trains_with_a_config_file(cells: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "wgan-gp: 2/2 steps" in result.output
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    assert task_state(tmp_path / "run")[0] == 2
+
+
+def test_the_time_budget_stops_before_a_step_that_would_not_fit(cells: Path, tmp_path: Path) -> None:
+    # 6 ms: any step takes longer than half of it (about 20 ms here), so the second would end past the budget.
+    run = train(cells, config(model="lsgan", model_options=SMALL, steps=50, max_minutes=0.0001), tmp_path / "run")
+    done = json.loads((run / "done.json").read_text())
+    assert (done["steps"], done["steps_planned"], done["stopped"]) == (1, 50, "max_minutes")
+    assert list(pd.read_csv(run / "losses.csv")["step"]) == [1]

@@ -242,10 +242,10 @@ def profile_demo(
     plot_crop_examples(cells, figures / "cell_crops.png", per_moa=6, seed=seed)
 
     settings = load_config(config, GanConfig, seed=seed, **overrides)
-    with progress_bar(f"training {settings.gan}", settings.total_steps(len(CellStore(cells)))) as advance:
+    with progress_bar(f"training {settings.model}", settings.total_steps(len(CellStore(cells)))) as advance:
         run = train(cells, settings, folder / "gan", progress=advance)
     profiles = {
-        settings.gan: (run, None),
+        settings.model: (run, None),
         "classical": (None, "classical"),
         "random D (control)": (None, f"random:{config}"),
     }
@@ -264,7 +264,7 @@ def profile_demo(
         (Path(explored["files"]["real_vs_generated"]), "gan_real_vs_generated.png"),
         (Path(explored["files"]["treatment_map"]), "treatment_map.png"),
         (result["out"] / "classical" / "confusion_nsc.png", "confusion_classical.png"),
-        (result["out"] / settings.gan / "confusion_nsc.png", f"confusion_{settings.gan}.png"),
+        (result["out"] / settings.model / "confusion_nsc.png", f"confusion_{settings.model}.png"),
     ):
         if source.is_file():
             figures.mkdir(parents=True, exist_ok=True)

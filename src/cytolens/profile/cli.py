@@ -7,6 +7,10 @@ from typing import Annotated
 
 import typer
 
+from cytolens.engine.options import (
+    AcceleratorOption, DeterministicOption, DevicesOption, NumNodesOption, PrecisionOption, engine_options,
+)
+
 app = typer.Typer(
     help="Morphological profiling of single cells with GANs and classical features (CytoGAN 2017).",
     no_args_is_help=True,
@@ -47,20 +51,27 @@ def crop(
         str, typer.Option("--border", help="skip cells whose crop leaves the field (CytoGAN), or pad them with zeros.")
     ] = "skip",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Plates cropped in parallel.")] = 1,
+    devices: DevicesOption = 1,
+    num_nodes: NumNodesOption = 1,
+    accelerator: AcceleratorOption = "auto",
 ) -> None:
     """Segment nuclei and cells in every field and write one 96×96×3 crop per cell (R=DNA, G=tubulin, B=actin)."""
     from rich.table import Table
 
     from cytolens.bbbc021 import read_bbbc021
     from cytolens.console import console, progress_bar, stdout
+    from cytolens.engine.runtime import external_launcher
     from cytolens.profile.cell_store import CellStore
     from cytolens.profile.crops import crop_dataset
 
+    # Ranks share the plates (and replace --workers) only when asked for: one process needs no process group.
+    ranked = devices > 1 or num_nodes > 1 or external_launcher() is not None
+    options = engine_options(devices=devices, num_nodes=num_nodes, accelerator=accelerator) if ranked else None
     fields = len(read_bbbc021(data))
     with progress_bar("cropping cells", fields) as advance:
         path = crop_dataset(data, out, crop_size=crop_size, normalisation=normalisation,
                             mask_neighbours=mask_neighbours, segmentation=segmentation, border=border,
-                            workers=workers, progress=advance)
+                            workers=workers, progress=advance, options=options)
     store = CellStore(path)
     table = Table(title=f"cells per plate ({store.metadata['normalisation']}, border: {store.metadata['border']})",
                   title_justify="left")
@@ -87,6 +98,11 @@ def train(
         int | None, typer.Option("--steps", min=1, help="Generator steps in total (overrides the config's epochs).")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", min=0, help="Override the config's seed.")] = None,
+    devices: DevicesOption = 1,
+    num_nodes: NumNodesOption = 1,
+    precision: PrecisionOption = None,
+    accelerator: AcceleratorOption = "auto",
+    deterministic: DeterministicOption = False,
 ) -> None:
     """Train a CytoGAN GAN (DCGAN, LSGAN or WGAN-GP): checkpoints, sample grids and loss curves in RUN."""
     import json
@@ -98,9 +114,12 @@ def train(
     from cytolens.profile.gan_training import train as train_gan
 
     settings = load_config(config, GanConfig, steps=steps, seed=seed)
+    options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
+                             config_precision=settings.precision, accelerator=accelerator,
+                             deterministic=deterministic)
     total = settings.total_steps(len(CellStore(cells)))
-    with progress_bar(f"training {settings.gan}", total) as advance:
-        run = train_gan(cells, settings, out, progress=advance)
+    with progress_bar(f"training {settings.model}", total) as advance:
+        run = train_gan(cells, settings, out, options=options, progress=advance)
     done = json.loads((run / "done.json").read_text(encoding="utf-8"))
     console.print(f"run folder {run} (config.yaml, checkpoints/, samples/, losses.csv, figures/)", markup=False)
     typer.echo(
@@ -162,6 +181,10 @@ def embed(
     whiten: WhitenOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cells per chunk.")] = 1024,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random control's weights.")] = 0,
+    devices: DevicesOption = 1,
+    num_nodes: NumNodesOption = 1,
+    precision: PrecisionOption = None,
+    accelerator: AcceleratorOption = "auto",
 ) -> None:
     """Embed every cell into PROFILES/single_cells.parquet, then aggregate wells.parquet and treatments.parquet.
 
@@ -190,8 +213,12 @@ def embed(
             if run is not None:
                 raise OptionError("give the run folder either as the first argument or as --run, not both")
             run = Path(first)
+    # Profiles are compared across runs and machines: fp32 unless --precision asks otherwise.
+    options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision, config_precision="32-true",
+                             accelerator=accelerator)
     with progress_bar("embedding cells", len(CellStore(cells))) as advance:
-        path = embed_cells(cells, out, run=run, features=features, seed=seed, batch_size=batch_size, progress=advance)
+        path = embed_cells(cells, out, run=run, features=features, seed=seed, batch_size=batch_size,
+                           progress=advance, options=options)
     paths = write_profiles(out, normalization=normalization, whiten=whiten)
     console.print(f"wrote {path}, {paths['wells']} and {paths['treatments']}", markup=False)
     typer.echo(f"next: cytolens profile evaluate {out}")

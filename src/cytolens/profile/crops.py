@@ -17,6 +17,10 @@ parts, then copies the parts into the final store in chunks and removes them. Th
 last, so an interrupted run never leaves a store that looks complete. Memory holds one field (and one chunk of
 crops) at a time, whatever the size of the dataset.
 
+Ranks (``--devices N``, torchrun or srun): the plates left to crop are shared among the ranks
+(:meth:`~cytolens.engine.Runtime.shard`), each rank writes the part stores of its plates, and rank 0 merges all
+parts in plate order once every rank is done: the same rows in the same order as one process writes.
+
 Index columns (pycytominer style): ``Metadata_Plate, Metadata_Well, Metadata_Site, Metadata_Replicate,
 Metadata_Compound, Metadata_Concentration, Metadata_MOA`` (None where the MOA table has no entry),
 ``Metadata_Batch`` (the week), ``Metadata_TableNumber, Metadata_ImageNumber, Metadata_ObjectNumber`` (the cell's
@@ -41,6 +45,7 @@ from scipy import ndimage as ndi
 
 from cytolens.atomic import write_text_atomic
 from cytolens.bbbc021 import CHANNELS, read_bbbc021
+from cytolens.engine import EngineOptions, Runtime, launch
 from cytolens.errors import CytolensError, ImageReadError, OptionError, check_choice
 from cytolens.io import read_image
 from cytolens.profile.cell_segmentation import Segmenter, make_segmenter
@@ -272,6 +277,7 @@ def crop_dataset(
     sample_fields: int = 24,
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
+    options: EngineOptions | None = None,
 ) -> Path:
     """Segment every field of a BBBC021-layout dataset and write one crop per cell into a cell store.
 
@@ -297,7 +303,10 @@ def crop_dataset(
     workers : int
         Plates processed in parallel.
     progress : callable, optional
-        Called with the number of fields done (per field with one worker, per plate otherwise).
+        Called with the number of fields done (per field with one worker, per plate otherwise; not with ranks).
+    options : EngineOptions, optional
+        Ranks to share the plates among (``devices``, ``num_nodes``, or a torchrun/srun launch); ``workers`` is
+        then not used. Default: this process (with ``workers``).
 
     Returns
     -------
@@ -339,31 +348,48 @@ def crop_dataset(
 
     plates = list(dict.fromkeys(fields["Plate"]))
     parts = {plate: out / PARTS / _safe_name(plate) for plate in plates}
-    summaries: dict[str, dict[str, Any]] = {}
     todo = []
     for plate in plates:
         if (parts[plate] / META_NAME).is_file():
-            summaries[plate] = CellStore(parts[plate]).metadata["plate_summary"]
             if progress is not None:
                 progress(int((fields["Plate"] == plate).sum()))
         else:
             todo.append((fields[fields["Plate"] == plate].reset_index(drop=True), parts[plate], settings))
+    if options is not None:
+        launch(_crop_on_rank, options, out, plates, parts, todo, settings)
+        return out
     if workers == 1 or len(todo) <= 1:
         for job in todo:
-            summaries[str(job[0]["Plate"].iloc[0])] = crop_plate(*job, progress=progress)
+            crop_plate(*job, progress=progress)
     else:
         with ProcessPoolExecutor(max_workers=int(workers)) as pool:
-            for job, summary in zip(todo, pool.map(_crop_plate_job, todo)):
-                summaries[str(job[0]["Plate"].iloc[0])] = summary
+            for job, _ in zip(todo, pool.map(_crop_plate_job, todo)):
                 if progress is not None:
                     progress(len(job[0]))
+    _merge_parts(out, plates, parts, settings)
+    return out
 
-    summary = {plate: summaries[plate] for plate in plates}
-    metadata = {**{k: v for k, v in settings.items() if k != "percentiles" or normalisation != "crop_max"},
-                "segmentation_method": segmentation, "plates": summary,
+
+def _crop_on_rank(runtime: Runtime, out: Path, plates: list[str], parts: dict[str, Path],
+                  todo: list[tuple[pd.DataFrame, Path, dict[str, Any]]], settings: dict[str, Any]) -> None:
+    """Crop this rank's share of the plates left, then (rank 0) merge every part once all ranks are done."""
+    share = runtime.shard(len(todo))
+    for job in todo[share.start : share.stop]:
+        crop_plate(*job)
+    runtime.barrier()
+    if runtime.is_main:
+        _merge_parts(out, plates, parts, settings)
+    runtime.barrier()
+
+
+def _merge_parts(out: Path, plates: list[str], parts: dict[str, Path], settings: dict[str, Any]) -> None:
+    """Copy the complete part stores into the store ``out`` in plate order, write its ``store.json``, drop them."""
+    summary = {plate: CellStore(parts[plate]).metadata["plate_summary"] for plate in plates}
+    metadata = {**{k: v for k, v in settings.items() if k != "percentiles" or settings["normalisation"] != "crop_max"},
+                "segmentation_method": settings["segmentation"], "plates": summary,
                 "skipped_border": int(sum(s["skipped_border"] for s in summary.values())),
                 "problems": [p for s in summary.values() for p in s["problems"]]}
-    writer = _BufferedWriter(CellStoreWriter(out, crop_size=crop_size, metadata=metadata))
+    writer = _BufferedWriter(CellStoreWriter(out, crop_size=settings["crop_size"], metadata=metadata))
     for plate in plates:
         part = CellStore(parts[plate])
         for start in range(0, len(part), _COPY_CHUNK):
@@ -371,7 +397,6 @@ def crop_dataset(
             writer.append(part.crops(slice(start, stop)), part.index.iloc[start:stop])
     writer.close(metadata=metadata)
     shutil.rmtree(out / PARTS, ignore_errors=True)
-    return out
 
 
 def _safe_name(plate: str) -> str:

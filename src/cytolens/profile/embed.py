@@ -12,6 +12,11 @@ to ``PROFILES/.embed_chunks/`` and an interrupted run resumes from the first mis
 store, the feature extractor and the chunk size are the same (``state.json`` records them); otherwise it starts
 over. The chunks are then joined into ``single_cells.parquet`` (one row group each) and removed.
 ``PROFILES/profile.json`` describes the result (feature kind, label, paper method, counts).
+
+With ``--devices N`` (or under torchrun/srun) the cells of every chunk are shared among the ranks
+(:meth:`~cytolens.engine.Runtime.shard`), each rank embeds its share on its device, and the shares are gathered
+back in cell order (:meth:`~cytolens.engine.Runtime.gather_rows`); rank 0 alone writes, so the files are exactly
+those one process writes.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cytolens.atomic import atomic_path, write_text_atomic
+from cytolens.engine import EngineOptions, Runtime, configure_threads, launch
 from cytolens.errors import CytolensError, OptionError
 from cytolens.profile.cell_store import CellStore
 from cytolens.profile.profiles import PROFILE_JSON, SINGLE_CELLS
@@ -76,7 +82,7 @@ def _gan_name(run: Path) -> str:
 
     config = run / "config.yaml"
     try:
-        return str((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("gan", "gan")).lower()
+        return str((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("model", "gan")).lower()
     except (OSError, yaml.YAMLError):
         return "gan"
 
@@ -89,7 +95,8 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_embedder(run: str | Path | None = None, features: str | None = None, *, seed: int = 0) -> Embedder:
+def resolve_embedder(run: str | Path | None = None, features: str | None = None, *, seed: int = 0,
+                     device: Any = None) -> Embedder:
     """The feature extractor for a run and/or a ``features`` choice.
 
     Parameters
@@ -102,6 +109,8 @@ def resolve_embedder(run: str | Path | None = None, features: str | None = None,
         run) or ``"random:<config>"`` (a shipped config name or a YAML path).
     seed : int, default 0
         Seed of the random control's initial weights.
+    device : torch.device, optional
+        Where a discriminator runs (default: CUDA if present, else the CPU).
     """
     choice = features or ("gan" if run is not None else None)
     if choice is None:
@@ -123,7 +132,7 @@ def resolve_embedder(run: str | Path | None = None, features: str | None = None,
         from cytolens.profile.gan import load_feature_extractor
 
         run = Path(run)
-        extractor = load_feature_extractor(run)
+        extractor = load_feature_extractor(run, device=device)
         checkpoint = run / "checkpoints" / "last.pt"
         gan = _gan_name(run)
         return Embedder(
@@ -140,7 +149,7 @@ def resolve_embedder(run: str | Path | None = None, features: str | None = None,
         config = choice.partition(":")[2]
         if not config:
             config = str(Path(run) / "config.yaml") if run is not None else DEFAULT_RANDOM_CONFIG
-        extractor = random_feature_extractor(config, seed=seed)
+        extractor = random_feature_extractor(config, seed=seed, device=device)
         gan = _gan_name(Path(config).parent) if Path(config).is_file() else Path(config).stem.removeprefix("cytogan-")
         return Embedder(
             function=extractor,
@@ -168,6 +177,7 @@ def embed(
     seed: int = 0,
     batch_size: int = 1024,
     progress: Callable[[int], None] | None = None,
+    options: EngineOptions | None = None,
 ) -> Path:
     """Embed every cell of a cell store into ``OUT/single_cells.parquet``.
 
@@ -182,7 +192,10 @@ def embed(
     batch_size : int, default 1024
         Cells per chunk (read, embedded and written together).
     progress : callable, optional
-        Called with the number of cells done after each chunk (also for chunks reused on resume).
+        Called with the number of cells done after each chunk (also for chunks reused on resume); one process
+        only (spawned ranks cannot call back).
+    options : EngineOptions, optional
+        Devices and precision (default: one process, fp32).
 
     Returns
     -------
@@ -191,57 +204,73 @@ def embed(
     """
     if int(batch_size) != batch_size or batch_size < 1:
         raise OptionError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    options = options or EngineOptions(precision="32-true")
+    if options.devices > 1:
+        progress = None
+    launch(_embed_on_rank, options, Path(cells), Path(out), run, features, int(seed), int(batch_size), progress)
+    return Path(out) / SINGLE_CELLS
+
+
+def _embed_on_rank(runtime: Runtime, cells: Path, out: Path, run: str | Path | None, features: str | None,
+                   seed: int, batch_size: int, progress: Callable[[int], None] | None) -> None:
+    configure_threads(None, local_processes=runtime.local_processes)
     store = CellStore(cells)
-    embedder = resolve_embedder(run, features, seed=seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    embedder = resolve_embedder(run, features, seed=seed, device=runtime.device)
     target = out / SINGLE_CELLS
     info_path = out / PROFILE_JSON
-    source = {"cells": str(Path(cells).resolve()), "n_cells": len(store), "store": store.metadata}
-    state = {"identity": embedder.identity, "source": source, "batch_size": int(batch_size)}
+    source = {"cells": str(cells.resolve()), "n_cells": len(store), "store": store.metadata}
+    state = {"identity": embedder.identity, "source": source, "batch_size": batch_size,
+             "precision": runtime.precision}
     if target.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text())
         if info.get("identity") == embedder.identity and info.get("source", {}).get("n_cells") == len(store) and \
                 info.get("source", {}).get("cells") == source["cells"]:
             if progress is not None:
                 progress(len(store))
-            return target
+            return
     if len(store) == 0:
         raise CytolensError("the cell store has no cells", path=cells)
 
     chunk_dir = out / CHUNKS
-    state_path = chunk_dir / "state.json"
-    if chunk_dir.is_dir() and (not state_path.is_file() or json.loads(state_path.read_text()) != json.loads(
-            json.dumps(state, default=str))):
-        shutil.rmtree(chunk_dir)  # chunks of another store, extractor or chunk size: start over
-    chunk_dir.mkdir(exist_ok=True)
-    write_text_atomic(state_path, json.dumps(state, indent=2, default=str) + "\n")
+    n_chunks = (len(store) + batch_size - 1) // batch_size
+    missing: list[int] = []
+    if runtime.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        state_path = chunk_dir / "state.json"
+        if chunk_dir.is_dir() and (not state_path.is_file() or json.loads(state_path.read_text()) != json.loads(
+                json.dumps(state, default=str))):
+            shutil.rmtree(chunk_dir)  # chunks of another store, extractor, chunk size or precision: start over
+        chunk_dir.mkdir(exist_ok=True)
+        write_text_atomic(state_path, json.dumps(state, indent=2, default=str) + "\n")
+        missing = [k for k in range(n_chunks) if not _chunk_path(chunk_dir, k).is_file()]
+    missing = runtime.broadcast(missing)  # one view of what is left, whatever each rank's file system shows
 
     index = store.index
     # One schema for every chunk, from the whole index: a chunk whose MOA is all missing keeps a string column.
     meta_schema = pa.Schema.from_pandas(_metadata(index, 0, len(store)), preserve_index=False)
     schema = pa.schema(list(meta_schema) + [pa.field(name, pa.float32()) for name in embedder.columns])
-    n_chunks = (len(store) + batch_size - 1) // batch_size
+    todo = set(missing)
     started = time.perf_counter()
     for k in range(n_chunks):
         start, stop = k * batch_size, min((k + 1) * batch_size, len(store))
-        path = chunk_dir / f"chunk-{k:06d}.parquet"
-        if not path.is_file():
-            vectors = np.asarray(embedder.function(store.crops(slice(start, stop))), dtype=np.float32)
-            if vectors.shape != (stop - start, len(embedder.columns)):
-                raise CytolensError(f"the extractor returned shape {vectors.shape} for {stop - start} cells")
-            table = pd.concat(
-                [_metadata(index, start, stop), pd.DataFrame(vectors, columns=embedder.columns)], axis=1
-            )
-            with atomic_path(path) as tmp:
-                pq.write_table(pa.Table.from_pandas(table, schema=schema, preserve_index=False), tmp)
+        if k in todo:
+            vectors = runtime.gather_rows(_embed_share(runtime, store, embedder, start, stop), stop - start)
+            if runtime.is_main:
+                table = pd.concat(
+                    [_metadata(index, start, stop), pd.DataFrame(vectors, columns=embedder.columns)], axis=1
+                )
+                with atomic_path(_chunk_path(chunk_dir, k)) as tmp:
+                    pq.write_table(pa.Table.from_pandas(table, schema=schema, preserve_index=False), tmp)
         if progress is not None:
             progress(stop - start)
     seconds = time.perf_counter() - started
+    if not runtime.is_main:
+        runtime.barrier()
+        return
 
     with atomic_path(target) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
         for k in range(n_chunks):
-            writer.write_table(pq.read_table(chunk_dir / f"chunk-{k:06d}.parquet", schema=schema))
+            writer.write_table(pq.read_table(_chunk_path(chunk_dir, k), schema=schema))
     info = {
         "kind": embedder.kind,
         "label": embedder.label,
@@ -255,4 +284,21 @@ def embed(
     }
     write_text_atomic(info_path, json.dumps(info, indent=2, default=str) + "\n")
     shutil.rmtree(chunk_dir)
-    return target
+    runtime.barrier()  # the other ranks return once the files are complete
+
+
+def _chunk_path(chunk_dir: Path, k: int) -> Path:
+    return chunk_dir / f"chunk-{k:06d}.parquet"
+
+
+def _embed_share(runtime: Runtime, store: CellStore, embedder: Embedder, start: int, stop: int) -> np.ndarray:
+    """This rank's share of cells ``start:stop``, embedded: float32 (share, F)."""
+    share = runtime.shard(stop - start)
+    if len(share) == 0:
+        return np.zeros((0, len(embedder.columns)), np.float32)
+    with runtime.autocast():
+        vectors = np.asarray(embedder.function(store.crops(slice(start + share.start, start + share.stop))),
+                             dtype=np.float32)
+    if vectors.shape != (len(share), len(embedder.columns)):
+        raise CytolensError(f"the extractor returned shape {vectors.shape} for {len(share)} cells")
+    return vectors

@@ -85,9 +85,9 @@ def measure_attributes(images: np.ndarray, names: Sequence[str], *, threshold: f
 
 def generator_function(gan: GAN, *, batch_size: int = 64, device: torch.device | None = None) -> Generate:
     """``z`` (n, noise_size) → images (n, S, S, 3) in [0, 1], batched, BatchNorm in inference mode."""
-    from cytolens.training import select_device
+    from cytolens.engine import EngineOptions
 
-    device = device or select_device()
+    device = device or torch.device(EngineOptions().device_type())
     generator = gan.generator.to(device).eval()
 
     def generate(z: np.ndarray) -> np.ndarray:
@@ -227,7 +227,7 @@ def explore_run(
     rng = np.random.default_rng(seed)
     d = gan.noise_size
     files: dict[str, str] = {}
-    label = f"{config.gan}, step {step}"
+    label = f"{config.model}, step {step}"
 
     generated = generate(rng.standard_normal((samples, d)))
     files["samples"] = str(save_image_grid(generated, out / "samples.png"))
@@ -293,7 +293,7 @@ def explore_run(
         say(f"wrote the treatment map of {treatments}")
     elif profiles is not None:
         say(f"no treatments.parquet at {profiles}; treatment map skipped")
-    summary = {"run": str(run), "gan": config.gan, "step": step, "seed": seed, "dna_threshold": threshold,
+    summary = {"run": str(run), "gan": config.model, "step": step, "seed": seed, "dna_threshold": threshold,
                "fraction": fraction, "ks": list(ks), "attributes": results, "files": files}
     write_text_atomic(out / "explore.json", json.dumps(summary, indent=2) + "\n")
     return summary

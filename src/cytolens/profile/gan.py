@@ -274,7 +274,7 @@ class FeatureExtractor:
     batch_size : int, default 256
         Crops per forward pass.
     device : torch.device, optional
-        Default: CUDA if present, else the CPU (``CYTOLENS_DEVICE`` overrides).
+        Default: CUDA if present, else the CPU (``CYTOLENS_DEVICE`` overrides); a rank passes its own.
 
     Calling it with ``crops`` (n, 96, 96, 3) float32 in [0, 1] returns float32 (n, 100).
 
@@ -285,9 +285,9 @@ class FeatureExtractor:
     def __init__(
         self, discriminator: Discriminator, *, name: str, batch_size: int = 256, device: torch.device | None = None,
     ) -> None:
-        from cytolens.training import select_device
+        from cytolens.engine import EngineOptions
 
-        self.device = device or select_device()
+        self.device = device or torch.device(EngineOptions().device_type())
         self.discriminator = discriminator.to(self.device).eval()
         self.name = name
         self.batch_size = int(batch_size)
@@ -315,45 +315,44 @@ class FeatureExtractor:
 
 def gan_from_config(config: Any) -> GAN:
     """The untrained GAN a :class:`~cytolens.profile.gan_config.GanConfig` describes."""
-    return create_gan(config.gan, **config.gan_options)
+    return create_gan(config.model, **config.model_options)
 
 
 def load_gan(run: str | Path) -> tuple[GAN, Any, int]:
-    """Load a run folder's GAN from its last checkpoint; return ``(gan, config, step)`` (eval mode, CPU).
+    """Load a run folder's GAN from its resume checkpoint; return ``(gan, config, step)`` (eval mode, CPU).
+
+    The checkpoint is the fit loop's: the networks are under ``"task"``, the step under ``"loop"``.
 
     Raises
     ------
     CytolensError
-        If the folder has no ``config.yaml`` or no checkpoint.
+        If the folder is not a ``profile train`` run or has no checkpoint.
     """
-    import yaml
-
-    from cytolens.config import validate_config
+    from cytolens.engine import load_checkpoint, load_run
     from cytolens.errors import CytolensError
     from cytolens.profile.gan_config import GanConfig
-    from cytolens.training import load_checkpoint
+    from cytolens.profile.gan_training import CHECKPOINT, KIND
 
-    run = Path(run)
-    config_path = run / "config.yaml"
-    if not config_path.is_file():
-        raise CytolensError("not a GAN run folder (no config.yaml; was it written by 'profile train'?)", path=run)
-    config = validate_config(yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}, GanConfig,
-                             path=config_path)
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
-    gan = gan_from_config(config)
-    gan.generator.load_state_dict(state["generator"])
-    gan.discriminator.load_state_dict(state["discriminator"])
-    return gan.eval(), config, int(state["step"])
+    record = load_run(run, KIND, GanConfig)
+    payload = load_checkpoint(Path(run) / CHECKPOINT)
+    if "task" not in payload or "loop" not in payload:
+        raise CytolensError("not a checkpoint of 'profile train' (no task state)", path=Path(run) / CHECKPOINT)
+    gan = gan_from_config(record.config)
+    gan.generator.load_state_dict(payload["task"]["generator"])
+    gan.discriminator.load_state_dict(payload["task"]["discriminator"])
+    return gan.eval(), record.config, int(payload["loop"]["step"])
 
 
-def load_feature_extractor(run: str | Path, *, batch_size: int = 256) -> FeatureExtractor:
+def load_feature_extractor(run: str | Path, *, batch_size: int = 256,
+                           device: torch.device | None = None) -> FeatureExtractor:
     """The trained discriminator of a ``profile train`` run folder (its last checkpoint) as a feature extractor."""
     gan, config, step = load_gan(run)
-    return FeatureExtractor(gan.discriminator, name=f"{config.gan} ({Path(run).name}, step {step})",
-                            batch_size=batch_size)
+    return FeatureExtractor(gan.discriminator, name=f"{config.model} ({Path(run).name}, step {step})",
+                            batch_size=batch_size, device=device)
 
 
-def random_feature_extractor(config_name_or_path: str, seed: int = 0, *, batch_size: int = 256) -> FeatureExtractor:
+def random_feature_extractor(config_name_or_path: str, seed: int = 0, *, batch_size: int = 256,
+                             device: torch.device | None = None) -> FeatureExtractor:
     """The control: the config's discriminator with random initial weights (seeded), never trained."""
     from cytolens.config import load_config
     from cytolens.profile.gan_config import GanConfig
@@ -362,4 +361,5 @@ def random_feature_extractor(config_name_or_path: str, seed: int = 0, *, batch_s
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gan = gan_from_config(config)
-    return FeatureExtractor(gan.discriminator, name=f"{config.gan} random init (seed {seed})", batch_size=batch_size)
+    return FeatureExtractor(gan.discriminator, name=f"{config.model} random init (seed {seed})", batch_size=batch_size,
+                            device=device)

@@ -9,37 +9,34 @@ departures from the paper in ``deviations``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cytolens.config import StrictModel
+from cytolens.engine import ExperimentConfig
 
-__all__ = ["SCHEDULE_KEYS", "GanConfig"]
-
-#: Keys that change how long or how visibly a run trains, not what a step does: a run folder resumes across
-#: changes to these (``--steps 2000`` continues a run that stopped at 1000), and refuses changes to any other key.
-SCHEDULE_KEYS = (
-    "epochs", "steps", "max_minutes", "sample_every", "checkpoint_every", "log_every", "num_threads",
-    "description", "deviations",
-)
+__all__ = ["GanConfig"]
 
 
-class GanConfig(StrictModel):
+class GanConfig(ExperimentConfig):
     """Every setting of a GAN run; stored as ``RUN/config.yaml``.
 
-    ``lr_discriminator`` / ``lr_generator`` / ``betas`` set to ``null`` take the GAN's published recipe (its
-    registry metadata). ``steps`` (generator updates), when set, replaces ``epochs`` (passes over the cell store
-    in batches of ``batch_size``; the last incomplete batch of an epoch is dropped, as CytoGAN's trainer did).
+    ``model`` is the GAN (:data:`cytolens.profile.gan.GANS`: ``dcgan``, ``lsgan``, ``wgan-gp``) and
+    ``model_options`` reach its builder (``generator_filters``, ...). ``lr_discriminator`` / ``lr_generator`` /
+    ``betas`` set to ``null`` take the GAN's published recipe (its registry metadata). ``steps`` (generator
+    updates), when set, replaces ``epochs`` (passes over the cell store in batches of ``batch_size``; the last
+    incomplete batch of an epoch is dropped, as CytoGAN's trainer did). ``precision``, ``max_minutes``,
+    ``num_threads`` and ``checkpoint_every`` are :class:`~cytolens.engine.ExperimentConfig`'s.
     """
 
+    #: Keys that change how long or how visibly a run trains, not what a step does: a run folder resumes
+    #: across changes to these (``--steps 2000`` continues a run that stopped at 1000) and refuses any other.
+    SCHEDULE_KEYS: ClassVar[frozenset[str]] = ExperimentConfig.SCHEDULE_KEYS | {
+        "epochs", "steps", "sample_every", "log_every"}
+
     name: str = "cytogan"
-    description: str = ""
-    deviations: list[str] = Field(default_factory=list)
-    seed: int = Field(default=0, ge=0)
-    # Model (cytolens.profile.gan.GANS); gan_options reach the builder (generator_filters, ...).
-    gan: str = "lsgan"
-    gan_options: dict[str, object] = Field(default_factory=dict)
+    model: str = "lsgan"
+    model_options: dict[str, Any] = Field(default_factory=dict)
     # Training
     batch_size: int = Field(default=64, ge=1)
     epochs: float = Field(default=50.0, gt=0)
@@ -53,23 +50,20 @@ class GanConfig(StrictModel):
     critic_steps: int = Field(default=1, ge=1)
     # Data: batches are drawn from windows of whole store chunks (read once per epoch), shuffled in memory.
     shuffle_buffer: int = Field(default=4096, ge=1)
-    # Outputs
+    # Outputs (checkpoint_every, max_minutes, num_threads and precision are the base's)
     sample_every: int = Field(default=1000, ge=1)
     sample_count: int = Field(default=64, ge=1, le=256)
-    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_every: int | None = Field(default=1000, ge=1)
     log_every: int = Field(default=50, ge=1)
-    max_minutes: float | None = Field(default=None, gt=0)
-    # Machine
-    num_threads: int | None = Field(default=None, ge=1)
 
-    @field_validator("gan")
+    @field_validator("model")
     @classmethod
     def _registered_gan(cls, value: str) -> str:
         from cytolens.errors import OptionError, check_choice
         from cytolens.profile.gan import GANS
 
         try:
-            check_choice("gan", value, GANS.names())
+            check_choice("model", value, GANS.names())
         except OptionError as exc:  # pydantic reports ValueErrors with the config key
             raise ValueError(exc.message) from None
         return value
@@ -93,16 +87,17 @@ class GanConfig(StrictModel):
     def _options_exist(self) -> GanConfig:
         from cytolens.profile.gan import GANS
 
-        unknown = sorted(set(self.gan_options) - set(GANS.options(self.gan)))
+        unknown = sorted(set(self.model_options) - set(GANS.options(self.model)))
         if unknown:
-            raise ValueError(f"gan {self.gan!r} has no option(s) {unknown}; its options are {GANS.options(self.gan)}")
+            raise ValueError(f"gan {self.model!r} has no option(s) {unknown}; its options are "
+                             f"{GANS.options(self.model)}")
         return self
 
     def recipe(self) -> dict[str, object]:
         """The GAN's published optimiser recipe with this config's explicit values on top."""
         from cytolens.profile.gan import GANS
 
-        recipe = dict(GANS.metadata(self.gan)["recipe"])
+        recipe = dict(GANS.metadata(self.model)["recipe"])
         if self.lr_discriminator is not None:
             recipe["lr_discriminator"] = self.lr_discriminator
         if self.lr_generator is not None:

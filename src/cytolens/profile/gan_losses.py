@@ -1,7 +1,7 @@
 """The losses of CytoGAN's three GANs, as functions of the discriminator's outputs.
 
-Each discriminator loss returns ``(loss, parts)``: the scalar to minimise and a dict of detached numbers for the
-loss curves. Real and generated images are scored in one forward pass (the discriminator has no BatchNorm, so
+Each discriminator loss returns ``(loss, parts)``: the scalar to minimise and a dict of detached 0-d tensors for
+the loss curves (tensors, so a training step on a GPU reads them back to the host once, not once per number). Real and generated images are scored in one forward pass (the discriminator has no BatchNorm, so
 this equals two passes); the mean runs over all 2n outputs, as in the paper's code.
 
 - ``dcgan``: binary cross-entropy on logits; real labels drawn from U[low, high] (CytoGAN's ``smooth_labels``,
@@ -38,7 +38,7 @@ def discriminator_loss(
     real_label_range: tuple[float, float] = (0.8, 1.0),
     penalty: Callable[[], torch.Tensor] | None = None,
     penalty_weight: float = 10.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The discriminator's (critic's) loss.
 
     Parameters
@@ -54,13 +54,13 @@ def discriminator_loss(
         λ of WGAN-GP.
     """
     check_choice("loss", loss, LOSSES)
-    parts = {"d_real": float(real_out.detach().mean()), "d_fake": float(fake_out.detach().mean())}
+    parts = {"d_real": real_out.detach().float().mean(), "d_fake": fake_out.detach().float().mean()}
     if loss == "wgan-gp":
         critic = fake_out.mean() - real_out.mean()
-        parts["wasserstein"] = float(-critic.detach())
+        parts["wasserstein"] = -critic.detach().float()
         if penalty is not None and penalty_weight > 0:
             gp = penalty()
-            parts["gradient_penalty"] = float(gp.detach())
+            parts["gradient_penalty"] = gp.detach().float()
             critic = critic + penalty_weight * gp
         return critic, parts
     outputs = torch.cat([fake_out, real_out])
