@@ -73,15 +73,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_run_folder_and_image_level_folds(trained: tuple[Path, Path]) -> None:
     data, run = trained
-    for name in ("config.yaml", "manifest.parquet", "data_check.json", "data_fingerprint.txt"):
+    for name in ("run.json", "config.yaml", "manifest.parquet", "data_check.json", "done.json"):
         assert (run / name).is_file()
+    info = json.loads((run / "run.json").read_text())
+    assert info["kind"] == "segment" and info["world_size"] == 1 and len(info["data_fingerprint"]) == 64
     manifest = pd.read_parquet(run / "manifest.parquet")
     assert {"path", "label_path", "stem", "group", "split", "fold"} <= set(manifest.columns)
     assert manifest["stem"].is_unique and sorted(manifest["fold"].unique()) == [0, 1]
     validated = []
     for fold in (0, 1):
         assert (run / "checkpoints" / f"fold{fold}.pt").is_file()
+        assert not (run / "folds" / f"fold{fold}" / "resume.pt").exists()  # removed once the fold is done
         done = json.loads((run / "folds" / f"fold{fold}" / "done.json").read_text())
+        assert done["samples_per_s"] > 0 and done["stopped"] == "epochs" and done["epochs_run"] == 1
         assert not set(done["train_images"]) & set(done["val_images"])
         assert sorted(done["val_images"]) == sorted(manifest.loc[manifest["fold"] == fold, "stem"])
         validated += done["val_images"]
@@ -218,13 +222,23 @@ def test_cpu_configs_keep_the_papers_model_patches_and_optimiser(model: str) -> 
     assert f"{cpu.epochs} epochs of {cpu.patches_per_epoch} patches" in text and "fold 0" in text
 
 
-def test_time_budget_stops_before_an_epoch_that_would_not_fit() -> None:
-    from cytolens.segment.protocol import next_epoch_overruns
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(tmp_path: Path) -> None:
+    import time
+
+    from cytolens.engine import TimeBudget
 
     # 8-minute epochs, a 60-minute budget: at 56 minutes another epoch would end at 64, so this one is the last.
-    assert next_epoch_overruns(60, 56 * 60, [480.0] * 6, 480.0)
-    assert not next_epoch_overruns(60, 48 * 60, [480.0] * 5, 480.0)
-    assert not next_epoch_overruns(None, 1e9, [480.0], 480.0)
+    now = time.perf_counter()
+    assert TimeBudget(60, started=now - 56 * 60, durations=[480.0] * 7).next_would_overrun()
+    assert not TimeBudget(60, started=now - 48 * 60, durations=[480.0] * 6).next_would_overrun()
+    assert not TimeBudget(None, started=now - 1e9, durations=[480.0]).next_would_overrun()
+    # A fold whose first epoch used up the budget stops after it (validated, its weights kept), not one later.
+    data = make_pairs(tmp_path / "data", images=2)
+    config = load_config(write_config(tmp_path / "c.yaml", epochs=3, validate_every=3, train_folds=[0],
+                                      max_minutes=1e-4), SegmentConfig)
+    run = run_training(data, config, tmp_path / "run")
+    done = json.loads((run / "folds" / "fold0" / "done.json").read_text())
+    assert done["stopped"] == "max_minutes" and done["epochs_run"] == 1 and done["best_epoch"] == 1
 
 
 def test_curves_put_runs_on_a_common_patch_axis(trained, tmp_path: Path, capsys) -> None:

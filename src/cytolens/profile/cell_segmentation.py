@@ -177,31 +177,16 @@ def run_segmenter(run: str | Path) -> Segmenter:
     nucleus is the nucleus-class pixels inside it.
     """
     from cytolens.errors import CytolensError
-    from cytolens.io import normalize_intensity
-    from cytolens.segment.cells import split_cells
-    from cytolens.segment.inference import predict_tiled_labels
-    from cytolens.segment.predict import _class_map, final_model, load_run
+    from cytolens.segment import cell_segmenter
 
-    loaded = load_run(run)
-    config = loaded.config
-    if not 1 <= config.in_chans <= 3:
-        raise CytolensError(f"the run expects {config.in_chans} input channels; a BBBC021 field has 3", path=run)
-    lookup = _class_map(config.classes)
-    model, _ = final_model(loaded)
-    intensity = config.intensity
+    segmenter = cell_segmenter(run)
+    if not 1 <= segmenter.in_chans <= 3:
+        raise CytolensError(f"the run expects {segmenter.in_chans} input channels; a BBBC021 field has 3", path=run)
 
     def segment(dna: NDArray, tubulin: NDArray, actin: NDArray) -> tuple[Labels, Labels]:
-        channels = [dna, tubulin, actin][: config.in_chans]
-        stack = np.stack(channels, axis=-1) if config.in_chans > 1 else channels[0]
-        image = normalize_intensity(stack, method=intensity.method, bit_depth=intensity.bit_depth,
-                                    percentiles=tuple(intensity.percentiles))
-        labels = predict_tiled_labels(model, image, num_classes=loaded.num_classes, tile=config.inference.tile,
-                                      overlap=config.inference.overlap, batch_size=config.inference.batch_size,
-                                      tta=config.inference.tta, input_multiple=model.input_multiple)
-        three = lookup[labels]
-        cells = split_cells(three).astype(np.int32)
-        nuclei = np.where(three == 1, cells, 0).astype(np.int32)
-        return nuclei, cells
+        channels = [dna, tubulin, actin][: segmenter.in_chans]
+        stack = np.stack(channels, axis=-1) if segmenter.in_chans > 1 else channels[0]
+        return segmenter(segmenter.normalise(stack))
 
     return segment
 

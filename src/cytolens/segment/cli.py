@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from cytolens.console import console, progress_bar
+from cytolens.engine.options import (
+    AcceleratorOption, DeterministicOption, DevicesOption, NumNodesOption, PrecisionOption, engine_options,
+)
 
 app = typer.Typer(
     help="Predict nuclei and cytoplasm from bright-field images (MIDL 2019).", no_args_is_help=True
@@ -55,19 +58,30 @@ def train(
         str | None, typer.Option("--classes", help="Class names in label order, e.g. background,nucleus,cytoplasm.")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    devices: DevicesOption = 1,
+    num_nodes: NumNodesOption = 1,
+    precision: PrecisionOption = None,
+    accelerator: AcceleratorOption = "auto",
+    deterministic: DeterministicOption = False,
 ) -> None:
-    """Train with the paper's protocol: class-balanced patches, augmentations, image-level K-fold CV."""
+    """Train with the paper's protocol: class-balanced patches, augmentations, image-level K-fold CV.
+
+    Folds train one after another, each over all --devices processes (every batch split between them).
+    """
     from cytolens.config import load_config
     from cytolens.layouts import parse_class_list
     from cytolens.segment.config import SegmentConfig
     from cytolens.segment.evaluate import table1, table1_markdown
-    from cytolens.segment.predict import load_run
+    from cytolens.segment.predict import load_segment_run
     from cytolens.segment.protocol import run_training
 
     settings = load_config(config, SegmentConfig, classes=parse_class_list(classes) if classes else None, seed=seed)
-    run = run_training(data, settings, out)
-    console.print(f"run folder {run} (config.yaml, manifest.parquet, folds/, checkpoints/)", markup=False)
-    loaded = load_run(run)
+    options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
+                             config_precision=settings.precision, accelerator=accelerator,
+                             deterministic=deterministic)
+    run = run_training(data, settings, out, options)
+    console.print(f"run folder {run} (run.json, config.yaml, manifest.parquet, folds/, checkpoints/)", markup=False)
+    loaded = load_segment_run(run)
     typer.echo(table1_markdown(table1(loaded), loaded))
 
 
@@ -85,18 +99,27 @@ def predict(
     pixel_size: Annotated[
         float | None, typer.Option("--pixel-size", min=0.0, help="Pixel size in µm, for µm² areas in cells.csv.")
     ] = None,
+    devices: DevicesOption = 1,
+    num_nodes: NumNodesOption = 1,
+    precision: PrecisionOption = None,
+    accelerator: AcceleratorOption = "auto",
 ) -> None:
-    """Segment whole images of any size (tiled, bounded memory); unreadable files are listed, exit status 1."""
+    """Segment whole images of any size (tiled, bounded memory); unreadable files are listed, exit status 1.
+
+    With --devices N the images are shared out among N processes; the output equals a single process's.
+    """
     from cytolens.errors import check_choice
-    from cytolens.segment.predict import find_input_images, load_run, predict_images
+    from cytolens.segment.predict import find_input_images, load_segment_run, predict_images
 
     if model is not None:
         check_choice("--model", model, ("ensemble", "best_fold"))
-    load_run(run)  # a wrong run folder is the first thing to report
+    loaded = load_segment_run(run)  # a wrong run folder is the first thing to report
+    options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
+                             config_precision=loaded.config.precision, accelerator=accelerator)
     with progress_bar("segmenting", len(find_input_images(images))) as advance:
         result = predict_images(
             run, images, out, tta=tta, probabilities=probabilities, cells=cells, which=model,
-            pixel_size_um=pixel_size, progress=advance,
+            pixel_size_um=pixel_size, progress=advance, options=options,
         )
     console.print(f"segmented {len(result.table)} images into {out} with {result.model}", markup=False)
     if result.cells is not None:
@@ -121,9 +144,9 @@ def evaluate(
     """
     from cytolens.label_pairs import scan_image_label_pairs
     from cytolens.segment.evaluate import evaluate_run
-    from cytolens.segment.predict import load_run
+    from cytolens.segment.predict import load_segment_run
 
-    loaded = load_run(run)  # a wrong run folder is the first thing to report
+    loaded = load_segment_run(run)  # a wrong run folder is the first thing to report
     total = len(scan_image_label_pairs(data, classes=loaded.config.classes).samples)
 
     with progress_bar("evaluating", total) as advance:

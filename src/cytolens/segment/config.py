@@ -9,12 +9,13 @@ from the paper in ``deviations``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cytolens.intensity import IntensityConfig
 from cytolens.config import StrictModel
+from cytolens.engine.config import ExperimentConfig
+from cytolens.intensity import IntensityConfig
 from cytolens.segment.augment import BORDER_MODES, Augmenter
 
 __all__ = ["AugmentationConfig", "InferenceConfig", "SegmentConfig"]
@@ -69,25 +70,28 @@ class InferenceConfig(StrictModel):
         return self
 
 
-class SegmentConfig(StrictModel):
+class SegmentConfig(ExperimentConfig):
     """Every setting of a segmentation run; stored as ``RUN/config.yaml``.
+
+    The name, seed, model, precision, time budget (``max_minutes``, per training session and fold, judged by
+    the epochs run so far), threads and ``checkpoint_every`` come from
+    :class:`~cytolens.engine.config.ExperimentConfig`. A resumed run may change ``epochs``, ``patience`` and
+    ``train_folds`` besides the base's schedule keys (more epochs continue a fold, more folds add folds).
 
     ``l2: null`` takes the model's published value from its registry recipe (1e-4 for ``unet``, 0 for the
     others, for which the paper states none). ``train_folds`` is ``"all"`` or a list of fold numbers, so a CPU
     config can train one fold of a K-fold split and still report that fold's validation dice.
     """
 
+    SCHEDULE_KEYS: ClassVar[frozenset[str]] = ExperimentConfig.SCHEDULE_KEYS | {"epochs", "patience", "train_folds"}
+
     name: str = "segment"
-    description: str = ""
-    deviations: list[str] = Field(default_factory=list)
     classes: list[str] = Field(default_factory=lambda: ["background", "nucleus", "cytoplasm"])
-    seed: int = Field(default=0, ge=0)
     # Data
     in_chans: int = Field(default=1, ge=1)
     intensity: IntensityConfig = Field(default_factory=IntensityConfig)
     # Model
     model: str = "unet"
-    model_options: dict[str, object] = Field(default_factory=dict)
     # Training (MIDL 2019 section 3)
     patch_size: int = Field(default=224, ge=8)
     patches_per_epoch: int = Field(default=1000, ge=1)
@@ -103,10 +107,8 @@ class SegmentConfig(StrictModel):
     final_model: Literal["ensemble", "best_fold"] = "ensemble"
     validate_every: int = Field(default=1, ge=1)
     patience: int | None = Field(default=None, ge=1)
-    max_minutes: float | None = Field(default=None, gt=0)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
-    # Machine
-    num_threads: int | None = Field(default=None, ge=1)
+    # Machine (num_threads is the base's)
     num_workers: int = Field(default=0, ge=0)
 
     @field_validator("classes")

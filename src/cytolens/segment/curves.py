@@ -32,18 +32,18 @@ def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
 
     Raises
     ------
+    CytolensError
+        If a folder is not a segmentation run (:func:`cytolens.engine.load_run`).
     LayoutError
         If a folder has no trained fold yet.
     """
-    from cytolens.config import load_config
+    from cytolens.engine import load_run
     from cytolens.segment.config import SegmentConfig
 
     tables = []
     for label, folder in runs.items():
         # The config, not a finished fold, is all a curve needs: a run still training can be watched.
-        if not (Path(folder) / "config.yaml").is_file():
-            raise LayoutError(f"{folder}: not a segmentation run folder (no config.yaml)")
-        config = load_config(Path(folder) / "config.yaml", SegmentConfig)
+        config = load_run(folder, "segment", SegmentConfig).config
         histories = sorted(Path(folder).glob("folds/fold*/history.csv"))
         if not histories:
             raise LayoutError(f"{folder}: no folds/fold<k>/history.csv yet (has training started?)")

@@ -28,10 +28,11 @@ import pandas as pd
 
 from cytolens.atomic import write_text_atomic
 from cytolens.datacheck import check_label_pairs
+from cytolens.engine import file_sha1
 from cytolens.errors import CytolensError
 from cytolens.segment.inference import predict_tiled_labels
 from cytolens.segment.metrics import evaluate_images, scores_from_confusion
-from cytolens.segment.predict import FoldEnsemble, SegmentRun, final_model, load_models, load_run
+from cytolens.segment.predict import FoldEnsemble, SegmentRun, final_model, load_models, load_segment_run
 
 __all__ = ["DICE_DEFINITION", "PAPER_TABLE1", "evaluate_run", "table1", "table1_markdown"]
 
@@ -119,8 +120,6 @@ def table1_markdown(table: pd.DataFrame, run: SegmentRun) -> str:
 
 def _assign_scorers(run: SegmentRun, samples: pd.DataFrame) -> list[str | int | None]:
     """For each sample: its validation fold (a training image), ``"ensemble"`` (new) or None (cannot score)."""
-    from cytolens.segment.protocol import file_sha1
-
     fold_of = dict(zip(run.manifest["image_sha1"], run.manifest["fold"].astype(int)))
     trained = {int(r["fold"]) for r in run.folds}
     scorers: list[str | int | None] = []
@@ -170,7 +169,7 @@ def evaluate_run(
     """
     from cytolens.segment.protocol import read_input, read_labels
 
-    loaded = load_run(run)
+    loaded = load_segment_run(run)
     config = loaded.config
     check = check_label_pairs(data, classes=config.classes)
     if not check.ok:

@@ -20,7 +20,7 @@ float32 (78 MB for K = 3, tile 512, W = 10 000), plus one batch of tiles — nev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 
 from cytolens.atomic import atomic_path
 from cytolens.errors import OptionError
-from cytolens.transforms import DIHEDRAL_SIZE, dihedral, inverse_dihedral
+from cytolens.transforms import DIHEDRAL_SIZE
 
 __all__ = ["predict_tiled", "predict_tiled_labels"]
 
@@ -96,32 +96,48 @@ def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> 
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def _dihedral_tensor(batch: torch.Tensor, index: int) -> torch.Tensor:
+    """:func:`~cytolens.transforms.dihedral` on the device, for ``(B, C, h, w)`` tensors."""
+    if index >= 4:
+        batch = torch.flip(batch, dims=(3,))
+    return torch.rot90(batch, k=-(index % 4), dims=(2, 3))
+
+
+def _inverse_dihedral_tensor(batch: torch.Tensor, index: int) -> torch.Tensor:
+    """:func:`~cytolens.transforms.inverse_dihedral` on the device, for ``(B, C, h, w)`` tensors."""
+    batch = torch.rot90(batch, k=index % 4, dims=(2, 3))
+    return torch.flip(batch, dims=(3,)) if index >= 4 else batch
+
+
 def _run_model(
     model: torch.nn.Module, tiles: np.ndarray, num_classes: int, device: torch.device, tta: bool
 ) -> np.ndarray:
-    """Softmax of ``model`` on a batch of ``(B, h, w, C)`` tiles, averaged over the 8 symmetries if ``tta``."""
+    """Softmax of ``model`` on a batch of ``(B, h, w, C)`` tiles, averaged over the 8 symmetries if ``tta``.
+
+    The symmetries and the average stay on the device; the batch crosses to the host once, into the band.
+    """
     transforms = range(DIHEDRAL_SIZE) if tta else (0,)
-    total = np.zeros((tiles.shape[0], num_classes) + tiles.shape[1:3], dtype=np.float32)
+    inputs = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2)))
+    inputs = inputs.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else inputs.to(device)
+    total: torch.Tensor | None = None
     for index in transforms:
-        batch = tiles if index == 0 else np.stack([dihedral(t, index) for t in tiles])
-        inputs = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device)
-        logits = model(inputs)
-        expected = (batch.shape[0], num_classes) + batch.shape[1:3]
+        batch = _dihedral_tensor(inputs, index) if index else inputs
+        logits = model(batch)
+        expected = (batch.shape[0], num_classes) + tuple(batch.shape[2:])
         if tuple(logits.shape) != expected:
             raise OptionError(
-                f"the model returned logits of shape {tuple(logits.shape)} for input {tuple(inputs.shape)}; "
+                f"the model returned logits of shape {tuple(logits.shape)} for input {tuple(batch.shape)}; "
                 f"expected {expected} (num_classes={num_classes}, same height and width as the input)"
             )
-        probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        if index == 0:
-            total += probabilities
-        else:
-            for b in range(len(tiles)):
-                # inverse_dihedral works channels last.
-                total[b] += inverse_dihedral(probabilities[b].transpose(1, 2, 0), index).transpose(2, 0, 1)
+        # float32 softmax whatever precision the network ran in (bf16 probabilities would blend coarsely).
+        probabilities = torch.softmax(logits.float(), dim=1)
+        if index:
+            probabilities = _inverse_dihedral_tensor(probabilities, index)
+        total = probabilities if total is None else total + probabilities
+    assert total is not None
     if tta:
-        total /= DIHEDRAL_SIZE
-    return total
+        total = total / DIHEDRAL_SIZE
+    return total.cpu().numpy()
 
 
 def _iter_bands(

@@ -9,7 +9,12 @@ runs it tile by tile and memory stays bounded by one band of tiles whatever the 
 Per image ``<stem>``, the output folder receives ``<stem>.tif`` (uint8 class labels), ``<stem>_overlay.png``,
 optionally ``<stem>_prob.tif`` (K-page float32 probabilities) and, with cells, ``<stem>_cells.tif`` (uint16 or
 uint32 cell ids from :func:`~cytolens.segment.cells.split_cells`) and one ``cells.csv`` for all images
-(:func:`~cytolens.segment.cells.cell_table` columns, ``Metadata_image`` = stem), which profiling reads.
+(:func:`~cytolens.segment.cells.cell_table` columns, ``Metadata_image`` = stem), which profiling reads, and
+``images.csv`` (one row per image: size and class fractions).
+
+With ``--devices N`` the images are sharded over N processes (:meth:`~cytolens.engine.Runtime.shard`): each writes
+its images' files and its rows, and rank 0 merges the rows in image order, so the folder equals the one a
+single process writes. :func:`cell_segmenter` gives other capabilities (profiling) a run's cells as a function.
 """
 
 from __future__ import annotations
@@ -17,26 +22,26 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
+from numpy.typing import NDArray
 from torch import nn
 
 from cytolens.atomic import write_text_atomic
-from cytolens.config import validate_config
+from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_checkpoint, load_run
 from cytolens.errors import CytolensError
-from cytolens.io import write_tiff
+from cytolens.io import normalize_intensity, write_tiff
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import predict_tiled_labels
 from cytolens.segment.outputs import write_segmentation
-from cytolens.training import load_checkpoint, select_device
 
-__all__ = ["FoldEnsemble", "Predictions", "SegmentRun", "find_input_images", "load_models", "load_run",
-           "predict_images"]
+__all__ = ["CellSegmenter", "FoldEnsemble", "Predictions", "SegmentRun", "cell_segmenter", "find_input_images",
+           "final_model", "load_models", "load_segment_run", "predict_images"]
 
 
 @dataclass
@@ -53,8 +58,9 @@ class SegmentRun:
         return len(self.config.classes)
 
 
-def load_run(run: str | Path) -> SegmentRun:
-    """Read a run folder written by ``cytolens segment train``.
+def load_segment_run(run: str | Path) -> SegmentRun:
+    """Read a run folder written by ``cytolens segment train`` (:func:`cytolens.engine.load_run`, kind
+    ``segment``); a run still training is usable once one fold is done.
 
     Raises
     ------
@@ -64,10 +70,9 @@ def load_run(run: str | Path) -> SegmentRun:
     from cytolens.segment.protocol import checkpoint_path, fold_folder
 
     run = Path(run)
-    config_path = run / "config.yaml"
-    if not config_path.is_file() or not (run / "manifest.parquet").is_file():
-        raise CytolensError("not a segmentation run folder (no config.yaml and manifest.parquet)", path=run)
-    config = validate_config(yaml.safe_load(config_path.read_text(encoding="utf-8")), SegmentConfig, path=config_path)
+    config = load_run(run, "segment", SegmentConfig).config
+    if not (run / "manifest.parquet").is_file():
+        raise CytolensError("holds no manifest.parquet yet; run 'cytolens segment train' to finish a fold", path=run)
     manifest = pd.read_parquet(run / "manifest.parquet")
     folds = []
     for fold in range(config.folds):
@@ -79,11 +84,16 @@ def load_run(run: str | Path) -> SegmentRun:
     return SegmentRun(run, config, manifest, folds)
 
 
-def load_models(run: SegmentRun, folds: list[int]) -> list[nn.Module]:
-    """The best-validation networks of ``folds``, in eval mode on :func:`~cytolens.training.select_device`."""
+def default_device() -> torch.device:
+    """Where a single process predicts: a CUDA GPU when there is one (or as ``CYTOLENS_DEVICE`` says)."""
+    return torch.device(EngineOptions().device_type())
+
+
+def load_models(run: SegmentRun, folds: list[int], device: torch.device | None = None) -> list[nn.Module]:
+    """The best-validation networks of ``folds``, in eval mode on ``device`` (default :func:`default_device`)."""
     from cytolens.segment.protocol import checkpoint_path, new_model
 
-    device = select_device()
+    device = device or default_device()
     models = []
     for fold in folds:
         model = new_model(run.config)
@@ -113,13 +123,16 @@ class FoldEnsemble(nn.Module):
         return torch.log(mean.clamp_min(1e-12))
 
 
-def final_model(run: SegmentRun, which: str | None = None) -> tuple[FoldEnsemble, str]:
+def final_model(run: SegmentRun, which: str | None = None,
+                device: torch.device | None = None) -> tuple[FoldEnsemble, str]:
     """The run's final model and a sentence saying what it is.
 
     Parameters
     ----------
     which : {"ensemble", "best_fold"}, optional
         Default: the run config's ``final_model``.
+    device : torch.device, optional
+        Default :func:`default_device`.
     """
     which = which or run.config.final_model
     if which == "best_fold":
@@ -129,7 +142,7 @@ def final_model(run: SegmentRun, which: str | None = None) -> tuple[FoldEnsemble
     else:
         folds = [r["fold"] for r in run.folds]
         text = f"ensemble of folds {', '.join(map(str, folds))} (mean of their softmax probabilities)"
-    return FoldEnsemble(load_models(run, folds)), text
+    return FoldEnsemble(load_models(run, folds, device)), text
 
 
 def find_input_images(images: str | Path) -> list[Path]:
@@ -155,7 +168,7 @@ class Predictions:
     problems: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _class_map(classes: list[str]) -> np.ndarray:
+def class_map(classes: list[str]) -> np.ndarray:
     """Lookup from the run's class indices to split_cells' 0 background / 1 nucleus / 2 cytoplasm."""
     missing = [name for name in ("nucleus", "cytoplasm") if name not in classes]
     if missing:
@@ -163,6 +176,55 @@ def _class_map(classes: list[str]) -> np.ndarray:
     lookup = np.zeros(len(classes), dtype=np.uint8)
     lookup[classes.index("nucleus")], lookup[classes.index("cytoplasm")] = 1, 2
     return lookup
+
+
+Labels = NDArray[np.int32]
+
+
+class CellSegmenter:
+    """A trained run as a function: a normalised image ``(H, W[, C])`` in, ``(nuclei, cells)`` label images out.
+
+    Cells come from :func:`~cytolens.segment.cells.split_cells` on the run's final model's prediction; cell ``k``
+    has nucleus ``k`` (the nucleus-class pixels inside it). :meth:`normalise` applies the run's intensity
+    scaling to a raw image; ``in_chans`` is the number of channels the network expects.
+    """
+
+    def __init__(self, run: SegmentRun, device: torch.device | None = None) -> None:
+        self.config = run.config
+        self.in_chans = run.config.in_chans
+        self.lookup = class_map(run.config.classes)
+        self.model, self.description = final_model(run, device=device)
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        """``raw`` ``(H, W[, C])`` scaled to network input as the run's config says."""
+        intensity = self.config.intensity
+        return normalize_intensity(raw, method=intensity.method, bit_depth=intensity.bit_depth,
+                                   percentiles=tuple(intensity.percentiles))
+
+    def __call__(self, image: np.ndarray) -> tuple[Labels, Labels]:
+        from cytolens.segment.cells import split_cells
+
+        inference = self.config.inference
+        labels = predict_tiled_labels(
+            self.model, np.asarray(image, dtype=np.float32), num_classes=len(self.config.classes),
+            tile=inference.tile, overlap=inference.overlap, batch_size=inference.batch_size, tta=inference.tta,
+            input_multiple=self.model.input_multiple,
+        )
+        three = self.lookup[labels]
+        cells = split_cells(three).astype(np.int32)
+        nuclei = np.where(three == 1, cells, 0).astype(np.int32)
+        return nuclei, cells
+
+
+def cell_segmenter(run: str | Path, device: torch.device | None = None) -> CellSegmenter:
+    """The nuclei and cells of a ``cytolens segment train`` run, as a callable (see :class:`CellSegmenter`).
+
+    Raises
+    ------
+    CytolensError
+        If ``run`` is not a finished-fold segmentation run, or its classes lack ``nucleus`` and ``cytoplasm``.
+    """
+    return CellSegmenter(load_segment_run(run), device)
 
 
 def predict_images(
@@ -176,6 +238,7 @@ def predict_images(
     which: str | None = None,
     pixel_size_um: float | None = None,
     progress: Callable[[int], None] | None = None,
+    options: EngineOptions = EngineOptions(),
 ) -> Predictions:
     """Segment images with a trained run and write labels, overlays and optionally probabilities and cells.
 
@@ -199,44 +262,67 @@ def predict_images(
     pixel_size_um : float, optional
         Adds µm² areas to ``cells.csv``.
     progress : callable, optional
-        Called with 1 per image.
+        Called with 1 per image (single process only: a callback does not cross to spawned processes).
+    options : EngineOptions, optional
+        Processes (``devices``: the images are sharded over them), precision (``auto``: the run's), accelerator.
 
     Returns
     -------
     Predictions
         ``table``: one row per image (``stem, path, height, width, fraction_<class>``, ``cells``).
     """
+    loaded = load_segment_run(run)  # a wrong run folder is reported before any process starts
+    if cells:
+        class_map(loaded.config.classes)
+    if options.precision == "auto":
+        options = replace(options, precision=loaded.config.precision)
+    if options.devices > 1 or options.num_nodes > 1:
+        progress = None
+    return launch(_predict_on_ranks, options, str(run), str(images), str(out), tta, probabilities, cells, which,
+                  pixel_size_um, progress)
+
+
+def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tta: bool | None,
+                      probabilities: bool, cells: bool, which: str | None, pixel_size_um: float | None,
+                      progress: Callable[[int], None] | None) -> Predictions:
     from cytolens.segment.cells import cell_table, split_cells
     from cytolens.segment.protocol import read_input
 
-    loaded = load_run(run)
+    loaded = load_segment_run(run)
     config = loaded.config
-    lookup = _class_map(config.classes) if cells else None
+    configure_threads(config.num_threads, local_processes=runtime.local_processes)
+    lookup = class_map(config.classes) if cells else None
     paths = find_input_images(images)
-    model, description = final_model(loaded, which)
+    # Each rank predicts its images alone: no DDP wrapper, whose collectives would need equal shares.
+    model, description = final_model(loaded, which, device=runtime.device)
     use_tta = config.inference.tta if tta is None else tta
-    out = Path(out)
+    out = Path(out_text)
     out.mkdir(parents=True, exist_ok=True)
-    rows, cell_tables, problems = [], [], []
-    for path in paths:
+    rows: list[dict[str, Any]] = []
+    cell_tables: list[pd.DataFrame] = []
+    problems: list[tuple[str, str]] = []
+    for index in runtime.shard(len(paths)):
+        path = paths[index]
         stem = path.name.split(".")[0]
         try:
             raw, image = read_input(path, config)
         except CytolensError as exc:  # unreadable, or the wrong number of channels: skip and report
-            problems.append((path, exc.message))
+            problems.append((str(path), exc.message))
         else:
             with tempfile.TemporaryDirectory(dir=out) as scratch:
                 prob_path = Path(scratch) / "prob.npy" if probabilities else None
-                labels = predict_tiled_labels(
-                    model, image, num_classes=loaded.num_classes, tile=config.inference.tile,
-                    overlap=config.inference.overlap, batch_size=config.inference.batch_size, tta=use_tta,
-                    input_multiple=model.input_multiple, prob_path=prob_path,
-                )
+                with runtime.autocast():
+                    labels = predict_tiled_labels(
+                        model, image, num_classes=loaded.num_classes, tile=config.inference.tile,
+                        overlap=config.inference.overlap, batch_size=config.inference.batch_size, tta=use_tta,
+                        input_multiple=model.input_multiple, prob_path=prob_path,
+                    )
                 stack = np.load(prob_path, mmap_mode="r") if prob_path is not None else None
                 write_segmentation(out, stem, labels, probabilities=stack, image=raw, class_names=config.classes)
                 del stack  # release the memory map before the scratch folder goes
             counts = np.bincount(labels.ravel(), minlength=loaded.num_classes)
-            row = {"stem": stem, "path": str(path), "height": labels.shape[0], "width": labels.shape[1]}
+            row: dict[str, Any] = {"stem": stem, "path": str(path), "height": labels.shape[0],
+                                   "width": labels.shape[1]}
             row.update({f"fraction_{n}": float(counts[k] / labels.size) for k, n in enumerate(config.classes)})
             if lookup is not None:
                 three = lookup[labels]
@@ -248,12 +334,45 @@ def predict_images(
             rows.append(row)
         if progress is not None:
             progress(1)
+    rows, cell_tables, problems = _merge_shards(runtime, out, rows, cell_tables, problems)
     table = pd.DataFrame(rows)
     cell_frame = None
     if cells:
         cell_frame = pd.concat(cell_tables, ignore_index=True) if cell_tables else pd.DataFrame()
-        write_text_atomic(out / "cells.csv", cell_frame.to_csv(index=False))
-    summary = {"run": str(loaded.path), "model": description, "tta": use_tta, "images": len(rows),
-               "classes": config.classes, "problems": [{"path": str(p), "problem": m} for p, m in problems]}
-    write_text_atomic(out / "prediction.json", json.dumps(summary, indent=2) + "\n")
-    return Predictions(table, cell_frame, description, problems)
+    if runtime.is_main:
+        write_text_atomic(out / "images.csv", table.to_csv(index=False))
+        if cell_frame is not None:
+            write_text_atomic(out / "cells.csv", cell_frame.to_csv(index=False))
+        summary = {"run": str(loaded.path), "model": description, "tta": use_tta, "images": len(rows),
+                   "classes": config.classes, "problems": [{"path": p, "problem": m} for p, m in problems]}
+        write_text_atomic(out / "prediction.json", json.dumps(summary, indent=2) + "\n")
+    runtime.barrier()
+    return Predictions(table, cell_frame, description, [(Path(p), m) for p, m in problems])
+
+
+def _merge_shards(runtime: Runtime, out: Path, rows: list[dict[str, Any]], cell_tables: list[pd.DataFrame],
+                  problems: list[tuple[str, str]]
+                  ) -> tuple[list[dict[str, Any]], list[pd.DataFrame], list[tuple[str, str]]]:
+    """Every rank's rows, cell tables and problems, in image order, on rank 0 (the shards are contiguous, so
+    rank order is image order). Ranks hand them over through files in ``out``, removed once read: a cell table
+    can be far larger than a collective should carry."""
+    if runtime.world_size == 1:
+        return rows, cell_tables, problems
+    part = out / f".shard-{runtime.rank}"
+    write_text_atomic(part.with_suffix(".json"), json.dumps({"rows": rows, "problems": problems}))
+    if cell_tables:
+        pd.concat(cell_tables, ignore_index=True).to_parquet(part.with_suffix(".parquet"), index=False)
+    runtime.barrier()
+    if not runtime.is_main:
+        return rows, cell_tables, problems
+    all_rows, all_cells, all_problems = [], [], []
+    for rank in range(runtime.world_size):
+        part = out / f".shard-{rank}"
+        shard = json.loads(part.with_suffix(".json").read_text(encoding="utf-8"))
+        all_rows += shard["rows"]
+        all_problems += [tuple(p) for p in shard["problems"]]
+        if part.with_suffix(".parquet").is_file():
+            all_cells.append(pd.read_parquet(part.with_suffix(".parquet")))
+            part.with_suffix(".parquet").unlink()
+        part.with_suffix(".json").unlink()
+    return all_rows, all_cells, all_problems

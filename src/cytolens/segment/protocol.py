@@ -9,7 +9,13 @@
    Keras-style L2 penalty. Every ``validate_every`` epochs it predicts the fold's *whole* validation images in
    blended tiles; the checkpoint with the best validation mean dice is kept.
 4. A fold's outputs are ``folds/fold<k>/history.csv``, ``checkpoints/fold<k>.pt`` and ``folds/fold<k>/done.json``,
-   written last; a rerun with the same config and data skips finished folds.
+   written last; a rerun with the same config and data skips finished folds and continues an unfinished one from
+   ``folds/fold<k>/resume.pt`` (inside an epoch), which is deleted once the fold is done.
+
+Training runs on :mod:`cytolens.engine`: folds one after another, each with DDP over every rank
+(``--devices``); every global batch of patch indices is split over the ranks and the validation images are
+sharded, their sums and confusion matrices all-reduced. Rank 0 alone writes the run folder (``run.json``,
+``config.yaml``, ``manifest.parquet``, ``data_check.json``, folds, ``done.json`` last).
 
 The validation confusion matrix of the best epoch is stored in ``done.json``: pooled over folds it gives the
 cross-validated dice of Table 1 without predicting again (:mod:`cytolens.segment.evaluate`).
@@ -17,10 +23,12 @@ cross-validated dice of Table 1 without predicting again (:mod:`cytolens.segment
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,22 +36,24 @@ import torch
 from torch import nn
 
 from cytolens.atomic import write_text_atomic
-from cytolens.config import save_config
-from cytolens.console import console, progress_bar
+from cytolens.console import console
 from cytolens.datacheck import check_label_pairs
+from cytolens.engine import (
+    EngineOptions, FitLoop, LoopSettings, Position, RunFolder, Runtime, TrainTask, configure_threads,
+    data_fingerprint, derive_seed, file_sha1, launch, save_checkpoint,
+)
 from cytolens.errors import CytolensError, OptionError
 from cytolens.io import normalize_intensity, read_image
 from cytolens.layouts import write_manifest
-from cytolens.run_folder import check_same_config, check_same_data
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import predict_tiled
 from cytolens.segment.metrics import pixel_confusion, scores_from_confusion
 from cytolens.segment.models import SegmentationModel, create_segmentation_model, l2_penalty
 from cytolens.segment.sampling import PatchDataset
 from cytolens.splits import grouped_stratified_kfold
-from cytolens.training import configure_threads, save_checkpoint, seed_everything, select_device
 
-__all__ = ["checkpoint_path", "fold_folder", "prepare_manifest", "read_input", "run_training", "train_fold"]
+__all__ = ["SegmentTask", "checkpoint_path", "fold_folder", "prepare_manifest", "read_input", "resume_path",
+           "run_training", "train_fold"]
 
 MANIFEST_REQUIRED = ("path", "group", "split")
 
@@ -58,13 +68,9 @@ def checkpoint_path(run: Path, fold: int) -> Path:
     return Path(run) / "checkpoints" / f"fold{fold}.pt"
 
 
-def file_sha1(path: str | Path) -> str:
-    """SHA-1 of a file's bytes: evaluation recognises training images by content, not by name."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def resume_path(run: Path, fold: int) -> Path:
+    """The fit loop's resume checkpoint of fold ``fold`` (deleted once the fold is done)."""
+    return fold_folder(run, fold) / "resume.pt"
 
 
 def read_input(path: str | Path, config: SegmentConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -140,15 +146,16 @@ def prepare_manifest(data: str | Path, config: SegmentConfig) -> tuple[pd.DataFr
         np.zeros(len(samples), dtype=int), samples["group"].to_numpy(), n_splits=config.folds, seed=config.seed
     )
     samples["split"] = "train"
+    # Evaluation recognises training images by content, not by name.
     samples["image_sha1"] = [file_sha1(p) for p in samples["path"]]
     return samples.reset_index(drop=True), check.summary()
 
 
-def data_fingerprint(manifest: pd.DataFrame) -> str:
-    """A hash of which image (by content) is in which fold: a run resumes only on the same data and split."""
-    text = manifest[["stem", "image_sha1", "fold"]].to_csv(index=False)
-    text += "".join(file_sha1(p) for p in manifest["label_path"])
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def manifest_fingerprint(manifest: pd.DataFrame) -> str:
+    """A hash of the images and labels (by content) and of which image is in which fold: a run resumes only
+    on the same data and split."""
+    table = manifest[["stem", "image_sha1", "fold"]].to_csv(index=False)
+    return data_fingerprint(manifest["label_path"], table)
 
 
 def new_model(config: SegmentConfig, seed: int | None = None) -> SegmentationModel:
@@ -170,7 +177,8 @@ def _check_sizes(model: SegmentationModel, config: SegmentConfig) -> None:
             )
 
 
-def run_training(data: str | Path, config: SegmentConfig, out: str | Path) -> Path:
+def run_training(data: str | Path, config: SegmentConfig, out: str | Path,
+                 options: EngineOptions = EngineOptions()) -> Path:
     """Run the protocol and write the run folder (see the module docstring).
 
     Parameters
@@ -181,7 +189,10 @@ def run_training(data: str | Path, config: SegmentConfig, out: str | Path) -> Pa
     config : SegmentConfig
         Every setting; stored as ``out/config.yaml``.
     out : str or Path
-        The run folder; an interrupted run with the same config and data resumes, skipping finished folds.
+        The run folder; an interrupted run with the same config and data resumes, skipping finished folds and
+        continuing an unfinished one from its last checkpoint.
+    options : EngineOptions, optional
+        Devices, precision (``auto`` takes the config's ``precision``), accelerator, determinism.
 
     Returns
     -------
@@ -189,95 +200,222 @@ def run_training(data: str | Path, config: SegmentConfig, out: str | Path) -> Pa
         The run folder.
     """
     out = Path(out)
-    check_same_config(out, config)
     _check_sizes(new_model(config), config)
-    configure_threads(config.num_threads)
+    # The data are checked before any process starts, so a bad pair is one line and pins no run folder.
     manifest, summary = prepare_manifest(data, config)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
-    check_same_data(out, data_fingerprint(manifest))
-    write_manifest(manifest, out / "manifest.parquet", required=MANIFEST_REQUIRED)
-    write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
+    if options.precision == "auto":
+        options = replace(options, precision=config.precision)
+    launch(_train_on_ranks, options, str(data), config, str(out), manifest, summary)
+    return out
 
-    pending = [f for f in config.folds_to_train() if not (fold_folder(out, f) / "done.json").is_file()]
+
+def _train_on_ranks(runtime: Runtime, data: str, config: SegmentConfig, out_text: str, manifest: pd.DataFrame,
+                    summary: dict[str, Any]) -> None:
+    out = Path(out_text)
+    configure_threads(config.num_threads, local_processes=runtime.local_processes)
+    problem = ""
+    if runtime.is_main:
+        try:
+            RunFolder(out, "segment").start(
+                config, data_fingerprint=manifest_fingerprint(manifest), runtime=runtime.describe(),
+                extra={"data": data, "images": len(manifest)},
+            )
+        except CytolensError as exc:  # every rank must stop, not only the one that found the problem
+            problem = str(exc)
+        else:
+            write_manifest(manifest, out / "manifest.parquet", required=MANIFEST_REQUIRED)
+            write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
+    problem = runtime.broadcast(problem)
+    if problem:
+        raise CytolensError(problem)
+    # Rank 0 decides which folds are left: a rank must never see a done.json that another has just written.
+    pending = runtime.broadcast(
+        [f for f in config.folds_to_train() if not (fold_folder(out, f) / "done.json").is_file()]
+    )
     if not pending:
-        console.print(f"every fold of {out} is trained already", markup=False)
-        return out
-    images, labels = [], []
-    with progress_bar("loading images", len(manifest)) as advance:
+        if runtime.is_main:
+            console.print(f"every fold of {out} is trained already", markup=False)
+    else:
+        images, labels = [], []
         for path, label_path in zip(manifest["path"], manifest["label_path"]):
             images.append(read_input(path, config)[1])
             labels.append(read_labels(label_path))
-            advance(1)
-    for fold in pending:
-        train_fold(fold, manifest, images, labels, config, out)
-    return out
+        for fold in pending:
+            train_fold(runtime, fold, manifest, images, labels, config, out)
+    if runtime.is_main:
+        records = [json.loads((fold_folder(out, f) / "done.json").read_text(encoding="utf-8"))
+                   for f in config.folds_to_train()]
+        RunFolder(out, "segment").finish({
+            "folds": [r["fold"] for r in records],
+            "mean_best_val_mean_dice": float(np.mean([r["best_val_mean_dice"] for r in records])),
+            "seconds": round(sum(r["seconds"] for r in records), 2),
+        })
+    runtime.barrier()
 
 
 def fold_seed(config: SegmentConfig, fold: int) -> int:
     """Each fold's own seed, derived from the run seed (folds repeat independently of each other)."""
-    return int(np.random.SeedSequence([config.seed, fold]).generate_state(1)[0])
+    return derive_seed(config.seed, fold)
 
 
-def validate(
-    model: nn.Module, images: list[np.ndarray], labels: list[np.ndarray], config: SegmentConfig
-) -> tuple[float, np.ndarray]:
-    """Cross-entropy (mean over pixels) and summed confusion matrix of whole images predicted in tiles."""
-    num_classes = len(config.classes)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    nll, pixels = 0.0, 0
-    for image, label in zip(images, labels):
-        probabilities = predict_tiled(
-            model, image, num_classes=num_classes, tile=config.inference.tile, overlap=config.inference.overlap,
-            batch_size=config.inference.batch_size, tta=config.inference.tta,
-            input_multiple=model.input_multiple,  # type: ignore[arg-type]
-        )
-        truth = label.astype(np.int64)
-        picked = np.take_along_axis(probabilities, truth[np.newaxis], axis=0)[0]
-        nll -= float(np.log(np.clip(picked, 1e-12, None)).sum())
-        pixels += truth.size
-        confusion += pixel_confusion(truth, probabilities.argmax(0), num_classes=num_classes)
-    return nll / max(pixels, 1), confusion
-
-
-def next_epoch_overruns(
-    max_minutes: float | None, elapsed: float, finished: list[float], current: float
-) -> bool:
-    """Whether another epoch would end past the ``max_minutes`` budget, judged by the epochs run so far.
-
-    Checking only the time already spent let a run overrun its budget by a whole epoch (and a validation).
+class SegmentTask(TrainTask):
+    """One fold's training for :class:`~cytolens.engine.FitLoop`: patches, Adam + StepLR, tiled validation.
 
     Parameters
     ----------
-    max_minutes : float or None
-        The budget; None never stops.
-    elapsed : float
-        Seconds since training started.
-    finished : list of float
-        Seconds each finished epoch took, validation included.
-    current : float
-        Seconds the epoch just trained has taken so far (its validation, if any, is still to come).
-
-    Returns
-    -------
-    bool
-        True if ``elapsed`` plus the mean epoch time would pass the budget: the current epoch is then the last
-        one, and is validated.
+    runtime : Runtime
+    config : SegmentConfig
+    seed : int
+        The fold's seed: initial weights, and the patches of ``(epoch, index)``.
+    train, val : (images, labels)
+        The fold's training and validation images (normalised) and label maps.
+    history : Path
+        The fold's ``history.csv``, rewritten at every checkpoint.
     """
-    if max_minutes is None:
-        return False
-    return elapsed + float(np.mean([*finished, current])) > 60 * max_minutes
+
+    def __init__(self, runtime: Runtime, config: SegmentConfig, seed: int,
+                 train: tuple[list[np.ndarray], list[np.ndarray]],
+                 val: tuple[list[np.ndarray], list[np.ndarray]], history: Path) -> None:
+        self.runtime = runtime
+        self.history = history
+        self.config = config
+        self.num_classes = len(config.classes)
+        self.dataset = PatchDataset(
+            train[0], train[1], patches_per_epoch=config.patches_per_epoch, num_classes=self.num_classes,
+            patch_size=config.patch_size, augment=config.augmentation.build(), seed=seed,
+        )
+        self.batches = math.ceil(config.patches_per_epoch / config.batch_size)
+        # DDP needs every rank to take part in every step: each share of a global batch must be non-empty.
+        last = config.patches_per_epoch - (self.batches - 1) * config.batch_size
+        if min(config.batch_size, last) < runtime.world_size:
+            raise OptionError(
+                f"batches of {min(config.batch_size, last)} patches cannot be split over {runtime.world_size} "
+                "processes; raise batch_size (and make patches_per_epoch a multiple of it) or use fewer --devices"
+            )
+        self.val_images, self.val_labels = val
+        self.net = new_model(config, seed)
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halving_epochs, gamma=0.5)
+        self.model, self.optimizer = runtime.setup(self.net, optimizer)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.l2 = config.resolved_l2()
+        self.best: dict[str, Any] = {"epoch": -1, "mean_dice": -math.inf, "val_loss": math.nan,
+                                     "confusion": torch.zeros((self.num_classes, self.num_classes), dtype=torch.int64)}
+        self._batches: Any = None
+        self._next: tuple[int, int] | None = None
+
+    def steps_per_epoch(self) -> int:
+        return self.batches
+
+    def _loader(self, epoch: int, first: int) -> Any:
+        """This rank's batches of ``epoch`` from batch ``first`` on (a resumed run starts inside an epoch)."""
+        # Patches depend on (seed, epoch, index) only, so any worker count or starting batch gives the same data.
+        self.dataset.set_epoch(epoch)
+        size, total = self.config.batch_size, self.config.patches_per_epoch
+        runtime = self.runtime
+        shares = [list(range(i * size, min((i + 1) * size, total)))[runtime.rank::runtime.world_size]
+                  for i in range(first, self.batches)]
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=shares, num_workers=self.config.num_workers,
+            pin_memory=runtime.device.type == "cuda",
+        )
+        return iter(loader)
+
+    def train_step(self, position: Position) -> dict[str, float]:
+        waited = time.perf_counter()
+        if self._next != (position.epoch, position.index):
+            self._batches = self._loader(position.epoch, position.index)
+        inputs, targets = next(self._batches)
+        self._next = (position.epoch, position.index + 1)
+        inputs, targets = self.runtime.to_device(inputs), self.runtime.to_device(targets)
+        waited = time.perf_counter() - waited
+        lr = self.optimizer.param_groups[0]["lr"]
+        with self.runtime.autocast():
+            cross_entropy = self.loss_fn(self.model(inputs).float(), targets)
+            loss = cross_entropy + l2_penalty(self.net, self.l2) if self.l2 > 0 else cross_entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        self.runtime.backward(loss)
+        self.optimizer.step()
+        start = position.index * self.config.batch_size
+        samples = min(start + self.config.batch_size, self.config.patches_per_epoch) - start
+        # The curve shows the data loss only, comparable with the validation cross-entropy.
+        return {"train_loss": float(cross_entropy.detach()), "lr": lr, "samples": samples, "data_seconds": waited}
+
+    def end_epoch(self, epoch: int) -> None:
+        self.scheduler.step()
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's BatchNorm statistics on every rank: DDP syncs them before a training forward pass, after
+        which each rank updated its own copy with its own share of the last batch."""
+        if self.runtime.world_size > 1:
+            buffers = self.runtime.broadcast({k: v.cpu() for k, v in self.net.named_buffers()})
+            with torch.no_grad():
+                for name, value in self.net.named_buffers():
+                    value.copy_(buffers[name].to(value.device))
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Cross-entropy and mean dice of the whole validation images (each rank predicts its shard)."""
+        self._sync_buffers()
+        k = self.num_classes
+        inference = self.config.inference
+        confusion = np.zeros((k, k), dtype=np.int64)
+        nll, pixels = 0.0, 0
+        for i in self.runtime.shard(len(self.val_images)):
+            # The bare network, not the DDP wrapper: ranks predict different numbers of tiles.
+            with self.runtime.autocast():
+                probabilities = predict_tiled(
+                    self.net, self.val_images[i], num_classes=k, tile=inference.tile, overlap=inference.overlap,
+                    batch_size=inference.batch_size, tta=inference.tta, input_multiple=self.net.input_multiple,
+                )
+            truth = self.val_labels[i].astype(np.int64)
+            picked = np.take_along_axis(probabilities, truth[np.newaxis], axis=0)[0]
+            nll -= float(np.log(np.clip(picked, 1e-12, None)).sum())
+            pixels += truth.size
+            confusion += pixel_confusion(truth, probabilities.argmax(0), num_classes=k)
+        totals = self.runtime.all_reduce_sum(np.concatenate([[nll, pixels], confusion.ravel()]))
+        val_loss = float(totals[0] / max(totals[1], 1))
+        confusion = np.rint(totals[2:]).astype(np.int64).reshape(k, k)
+        mean_dice = float(scores_from_confusion(confusion, self.config.classes)["mean_dice"])
+        # The same rule as the loop's early stopping (ties are no improvement): the kept weights and the kept
+        # confusion matrix belong to the same epoch.
+        if mean_dice > self.best["mean_dice"]:
+            self.best = {"epoch": epoch, "mean_dice": mean_dice, "val_loss": val_loss,
+                         "confusion": torch.from_numpy(confusion)}
+        return {"val_loss": val_loss, "val_mean_dice": mean_dice}
+
+    def after_checkpoint(self, epochs: list[dict[str, Any]], steps_log: list[dict[str, Any]]) -> None:
+        # Written at every checkpoint so a long run's curve can be watched while it trains.
+        frame = pd.DataFrame(epochs).reindex(columns=HISTORY_COLUMNS)
+        write_text_atomic(self.history, frame.to_csv(index=False))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "best": dict(self.best)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best = dict(state["best"])
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return self.net.state_dict()
+
+
+#: The columns of ``folds/fold<k>/history.csv`` (curves and reports read them).
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_mean_dice", "lr", "seconds"]
 
 
 def train_fold(
+    runtime: Runtime,
     fold: int,
     manifest: pd.DataFrame,
     images: list[np.ndarray],
     labels: list[np.ndarray],
     config: SegmentConfig,
     out: Path,
-) -> dict:
-    """Train fold ``fold``'s network and write its history, best checkpoint and ``done.json`` (last).
+) -> dict[str, Any]:
+    """Train fold ``fold``'s network on every rank; rank 0 writes its history, best weights and ``done.json``.
 
     Returns
     -------
@@ -290,98 +428,48 @@ def train_fold(
     train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise OptionError(f"fold {fold} needs training and validation images; use fewer folds")
-    seed_everything(seed)
-    model = new_model(config, seed)
-    device = select_device()
-    model.to(device)
-    dataset = PatchDataset(
-        [images[i] for i in train_idx], [labels[i] for i in train_idx], patches_per_epoch=config.patches_per_epoch,
-        num_classes=len(config.classes), patch_size=config.patch_size, augment=config.augmentation.build(),
-        seed=seed,
-    )
-    # The dataset draws fresh random patches every epoch itself, so the loader needs no shuffling.
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers,
-        persistent_workers=False, pin_memory=device.type == "cuda",
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halving_epochs, gamma=0.5)
-    loss_fn = nn.CrossEntropyLoss()
-    l2 = config.resolved_l2()
-    val_images, val_labels = [images[i] for i in val_idx], [labels[i] for i in val_idx]
     folder = fold_folder(out, fold)
     folder.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    best = {"epoch": -1, "mean_dice": -1.0, "confusion": None}
-    waited, stopped = 0, "epochs"
-    description = f"fold {fold}: training"
-    with progress_bar(description, config.epochs) as advance:
-        for epoch in range(1, config.epochs + 1):
-            epoch_started = time.perf_counter()
-            dataset.set_epoch(epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            model.train()
-            total, seen = 0.0, 0
-            for inputs, targets in loader:
-                inputs, targets = inputs.to(device), targets.to(device)
-                cross_entropy = loss_fn(model(inputs), targets)
-                loss = cross_entropy + l2_penalty(model, l2) if l2 > 0 else cross_entropy
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # The curve shows the data loss only, comparable with the validation cross-entropy.
-                total += float(cross_entropy.detach()) * len(targets)
-                seen += len(targets)
-            scheduler.step()
-            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": np.nan, "val_mean_dice": np.nan,
-                   "lr": lr, "seconds": 0.0}
-            out_of_time = next_epoch_overruns(config.max_minutes, time.perf_counter() - started,
-                                              [previous["seconds"] for previous in rows],
-                                              time.perf_counter() - epoch_started)
-            last = epoch == config.epochs or out_of_time
-            if epoch % config.validate_every == 0 or last:
-                val_loss, confusion = validate(model, val_images, val_labels, config)
-                mean_dice = scores_from_confusion(confusion, config.classes)["mean_dice"]
-                row.update(val_loss=val_loss, val_mean_dice=mean_dice)
-                if mean_dice > best["mean_dice"]:
-                    best = {"epoch": epoch, "mean_dice": mean_dice, "confusion": confusion, "val_loss": val_loss}
-                    save_checkpoint({k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                    checkpoint_path(out, fold))
-                    waited = 0
-                else:
-                    waited += 1
-            row["seconds"] = round(time.perf_counter() - epoch_started, 3)
-            rows.append(row)
-            # Written every epoch so a long run's curve can be watched while it trains.
-            write_text_atomic(folder / "history.csv", pd.DataFrame(rows).to_csv(index=False))
-            advance(1)
-            if config.patience is not None and waited >= config.patience:
-                stopped = "early_stopping"
-                break
-            if out_of_time and epoch < config.epochs:
-                stopped = "max_minutes"
-                break
+    task = SegmentTask(runtime, config, seed, ([images[i] for i in train_idx], [labels[i] for i in train_idx]),
+                       ([images[i] for i in val_idx], [labels[i] for i in val_idx]), folder / "history.csv")
+    settings = LoopSettings(
+        seed=seed, max_epochs=config.epochs, validate_every=config.validate_every, monitor="val_mean_dice",
+        mode="max", patience=config.patience, max_minutes=config.max_minutes, budget_unit="epoch",
+        checkpoint_every=config.checkpoint_every,
+    )
+    result = FitLoop(runtime, settings, resume_path(out, fold), label=f"fold {fold}").fit(task)
+    best = task.best
+    if result.best_state is None or best["epoch"] != result.best_epoch:
+        raise CytolensError(f"fold {fold} has no validated epoch with a finite mean dice", path=folder)
     done = {
         "fold": fold,
         "seed": seed,
-        "best_epoch": best["epoch"],
-        "best_val_mean_dice": best["mean_dice"],
-        "best_val_loss": best.get("val_loss"),
-        "val_confusion": best["confusion"].tolist(),
-        "epochs_run": len(rows),
+        "best_epoch": int(best["epoch"]),
+        "best_val_mean_dice": float(best["mean_dice"]),
+        "best_val_loss": float(best["val_loss"]),
+        "val_confusion": torch.as_tensor(best["confusion"]).tolist(),
+        "epochs_run": len(result.epochs),
         "epochs_planned": config.epochs,
-        "stopped": stopped,
-        "l2": l2,
+        "stopped": result.stopped,
+        "l2": task.l2,
         "train_images": manifest["stem"].iloc[train_idx].tolist(),
         "val_images": manifest["stem"].iloc[val_idx].tolist(),
-        "device": str(device),
+        "device": str(runtime.device),
+        "world_size": runtime.world_size,
+        "precision": runtime.precision,
+        "resumed_from_step": result.resumed_from,
+        "samples_per_s": None if result.samples_per_s is None else round(result.samples_per_s, 2),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    # done.json is written last: its presence means the fold's checkpoint and history are complete.
-    write_text_atomic(folder / "done.json", json.dumps(done, indent=2) + "\n")
-    console.print(
-        f"fold {fold}: best validation mean dice {best['mean_dice']:.4f} at epoch {best['epoch']}/{len(rows)} "
-        f"({done['seconds']:.0f}s, stopped: {stopped})",
-        markup=False,
-    )
+    if runtime.is_main:
+        save_checkpoint(result.best_state, checkpoint_path(out, fold))
+        # done.json is written last: its presence means the fold's checkpoint and history are complete.
+        write_text_atomic(folder / "done.json", json.dumps(done, indent=2) + "\n")
+        resume_path(out, fold).unlink(missing_ok=True)
+        console.print(
+            f"fold {fold}: best validation mean dice {best['mean_dice']:.4f} at epoch {best['epoch']}/"
+            f"{len(result.epochs)} ({done['seconds']:.0f}s, {done['samples_per_s']} patches/s, stopped: "
+            f"{result.stopped})", markup=False,
+        )
+    runtime.barrier()
     return done
