@@ -67,8 +67,8 @@ class TrainTask:
     def after_step(self, position: Position, *, last: bool) -> None:
         """After every step (sample grids at a cadence, progress)."""
 
-    def after_checkpoint(self, history: list[dict[str, Any]]) -> None:
-        """After the resume checkpoint was written, on rank 0 (curves, logs)."""
+    def after_checkpoint(self, epochs: list[dict[str, Any]], steps_log: list[dict[str, Any]]) -> None:
+        """After the resume checkpoint was written, on rank 0, with the history so far (curves, logs)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Model, optimiser and scheduler state (tensors on the CPU)."""
@@ -220,7 +220,7 @@ class FitLoop:
                 "task": task.state_dict(),
             }
             save_checkpoint(payload, self.checkpoint)
-            task.after_checkpoint(state["epochs"] if state["epochs"] else state["steps_log"])
+            task.after_checkpoint(state["epochs"], state["steps_log"])
         self.runtime.barrier()
 
     def _load(self, task: TrainTask) -> dict[str, Any] | None:

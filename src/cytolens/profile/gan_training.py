@@ -21,7 +21,6 @@ and split the same way, so any number of ranks sees the same cells and latent ve
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -192,12 +191,8 @@ class GanTask(TrainTask):
         if self.progress is not None:
             self.progress(1)
 
-    def after_checkpoint(self, history: list[dict[str, Any]]) -> None:
-        # The loop hands over its epoch rows once an epoch has ended; losses.csv holds the step log, which the
-        # checkpoint just written carries as text (mmap: the weights are not read).
-        payload = torch.load(self.out / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)
-        rows = json.loads(payload["history"])["steps_log"]
-        write_losses(self.out, rows, self.config)
+    def after_checkpoint(self, epochs: list[dict[str, Any]], steps_log: list[dict[str, Any]]) -> None:
+        write_losses(self.out, steps_log, self.config)
 
     def state_dict(self) -> dict[str, Any]:
         def cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
