@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cytolens.synthetic.brightfield import field_rng, simulate_field  # noqa: E402
+from cytolens.synthetic.brightfield.simulate import field_rng, simulate_field  # noqa: E402
 
 TARGET_SECONDS_PER_FIELD = 2.0
 

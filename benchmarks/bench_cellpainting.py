@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
-    from cytolens.bbbc021 import IMAGE_CSV, MOA_CSV
-    from cytolens.profile.crops import crop_dataset
-    from cytolens.synthetic import cellpainting
-    from cytolens.synthetic.cellpainting_plan import SCALES, plan_experiment
+    from cytolens.data.bbbc021 import IMAGE_CSV, MOA_CSV
+    from cytolens.profile.crops.crop import crop_dataset
+    from cytolens.synthetic.cellpainting import simulate as cellpainting
+    from cytolens.synthetic.cellpainting.plan import SCALES, plan_experiment
 
     design = SCALES["small"]
     total_fields = len(plan_experiment(design, np.random.default_rng(np.random.SeedSequence([0, 0])))) * design.sites

@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cytolens.atomic import write_text_atomic  # noqa: E402
+from cytolens.core.atomic import write_text_atomic  # noqa: E402
 from cytolens.classify.features import FEATURES_VERSION, extract_features, feature_names  # noqa: E402
 from cytolens.synthetic import simulate_cell  # noqa: E402
 

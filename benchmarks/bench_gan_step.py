@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cytolens.atomic import write_text_atomic
-from cytolens.config import load_config
+from cytolens.core.atomic import write_text_atomic
+from cytolens.core.config import load_config
 from cytolens.engine import EngineOptions, Position, Runtime, launch
-from cytolens.profile.gan import count_gan_parameters, gan_from_config
-from cytolens.profile.gan_config import GanConfig
-from cytolens.profile.gan_training import GanTask
+from cytolens.profile.gan.models import count_gan_parameters, gan_from_config
+from cytolens.profile.gan.config import GanConfig
+from cytolens.profile.gan.training import GanTask
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER_CONFIGS = {"dcgan": "cytogan-dcgan", "lsgan": "cytogan-lsgan", "wgan-gp": "cytogan-wgan"}

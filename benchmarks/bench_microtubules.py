@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cytolens.synthetic.microtubules import MICROTUBULE_CLASSES, cell_rng, simulate_cell  # noqa: E402
+from cytolens.synthetic.microtubules.simulate import MICROTUBULE_CLASSES, cell_rng, simulate_cell  # noqa: E402
 
 REQUIRED_CELLS_PER_S = 20.0
 

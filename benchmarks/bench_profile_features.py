@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cytolens.atomic import write_text_atomic  # noqa: E402
+from cytolens.core.atomic import write_text_atomic  # noqa: E402
 from cytolens.profile.features import FEATURES_VERSION, classical_features, feature_names  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "profile_features.json"
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.cells is not None:
-        from cytolens.profile.cell_store import CellStore
+        from cytolens.profile.crops.cell_store import CellStore
 
         store = CellStore(args.cells)
         crops = np.round(store.crops(slice(0, min(args.n, len(store)))) * 255).astype(np.uint8)

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cytolens.atomic import write_text_atomic  # noqa: E402
+from cytolens.core.atomic import write_text_atomic  # noqa: E402
 from cytolens.segment.inference import predict_tiled_labels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tiled_inference.json"

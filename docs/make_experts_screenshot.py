@@ -18,7 +18,7 @@ from cytolens.experts.app import LOOPBACK_HOSTS, create_app
 from cytolens.experts.cli import load_test_set
 from cytolens.experts.store import ExpertStore
 from cytolens.experts.tasks import parse_task
-from cytolens.synthetic.microtubules import simulate_microtubule_dataset
+from cytolens.synthetic.microtubules.simulate import simulate_microtubule_dataset
 
 OUT = Path(__file__).parent / "images" / "experts_page.png"
 

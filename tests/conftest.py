@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cytolens.io import write_png, write_tiff
+from cytolens.data.io import write_png, write_tiff
 
 
 def _write_class_folders(root: Path, classes: dict[str, int], *, size: int = 16, split: str = "") -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytolens.profile.cell_store import CellStoreWriter
+from cytolens.profile.crops.cell_store import CellStoreWriter
 
 
 def draw_cells(

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.bbbc021 import FIELD_COLUMNS, IMAGE_COLUMNS, IMAGE_CSV, MOA_CSV, read_bbbc021, week_of
-from cytolens.cli import main
-from cytolens.datacheck import check_bbbc021
-from cytolens.errors import LayoutError
-from cytolens.io import write_tiff
-from cytolens.layouts import detect_layout, scan_class_folders
-from cytolens.synthetic.cellpainting import simulate_cellpainting_dataset
+from cytolens.data.bbbc021 import FIELD_COLUMNS, IMAGE_COLUMNS, IMAGE_CSV, MOA_CSV, read_bbbc021, week_of
+from cytolens.cli.app import main
+from cytolens.data.datacheck import check_bbbc021
+from cytolens.core.errors import LayoutError
+from cytolens.data.io import write_tiff
+from cytolens.data.layouts import detect_layout, scan_class_folders
+from cytolens.synthetic.cellpainting.simulate import simulate_cellpainting_dataset
 
 GUID = "07447158-AC76-4844-8431-E6A954BD1174"
 

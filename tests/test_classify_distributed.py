@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.protocol import run_protocol
-from cytolens.cli import main
-from cytolens.config import save_config, validate_config
+from cytolens.classify.training import run_protocol
+from cytolens.cli.app import main
+from cytolens.core.config import save_config, validate_config
 from cytolens.engine import EngineOptions
 
 # The quick config's layout, shrunk: 2 folds, 24×24 inputs, 2 epochs, two tasks × two variants = 8 units.
@@ -70,28 +70,28 @@ def test_two_processes_train_every_unit_like_one(data: Path, tmp_path: Path) -> 
 def test_an_interrupted_unit_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cytolens.classify import trainer
+    from cytolens.classify import fit
 
     config = validate_config(TINY, ClassifyConfig)
     options = EngineOptions(deterministic=True)
     whole = run_protocol(data, config, tmp_path / "whole", options)
 
     steps = {"n": 0}
-    original = trainer.ClassifierTask.train_step
+    original = fit.ClassifierTask.train_step
 
-    def interrupted(self: trainer.ClassifierTask, position):  # type: ignore[no-untyped-def]
+    def interrupted(self: fit.ClassifierTask, position):  # type: ignore[no-untyped-def]
         steps["n"] += 1
         if steps["n"] == 30:  # inside the unit after the first ones, mid-epoch
             raise KeyboardInterrupt
         return original(self, position)
 
-    monkeypatch.setattr(trainer.ClassifierTask, "train_step", interrupted)
+    monkeypatch.setattr(fit.ClassifierTask, "train_step", interrupted)
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
         run_protocol(data, config, cut, options)
     pending = list((cut / "units").glob("*/*/fold*/resume.pt"))
     assert len(pending) == 1 and not (pending[0].parent / "done.json").exists()
-    monkeypatch.setattr(trainer.ClassifierTask, "train_step", original)
+    monkeypatch.setattr(fit.ClassifierTask, "train_step", original)
     capsys.readouterr()
     run_protocol(data, config, cut, options)
     printed = capsys.readouterr()

@@ -15,8 +15,8 @@ from scipy import ndimage as ndi
 from cytolens.classify.baseline import XGBoostBaseline, feature_importance, fit_xgboost
 from cytolens.classify.config import XGBoostConfig
 from cytolens.classify.features import FEATURES_VERSION, extract_features, feature_names, feature_table
-from cytolens.errors import OptionError
-from cytolens.io import write_tiff
+from cytolens.core.errors import OptionError
+from cytolens.data.io import write_tiff
 
 # A small working size keeps every test fast; the measures are scale-normalised.
 SIZE = 96

@@ -17,7 +17,7 @@ from cytolens.classify.search_space import (
     estimate_parameters,
     paper_topology,
 )
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 
 PAPER_OPTIONS = {"conv_filters": [16, 64], "kernel_sizes": [2, 3], "pooling": True, "dense_units": [32, 32],
                  "dropout": 0.5}

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 
 from cytolens.classify.config import ClassifyConfig, SharpenConfig
-from cytolens.intensity import IntensityConfig
+from cytolens.data.intensity import IntensityConfig
 from cytolens.classify.data import preprocess_image
 from cytolens.classify.predict import predict_images
-from cytolens.classify.protocol import run_protocol
+from cytolens.classify.training import run_protocol
 from cytolens.classify.search import run_search
 from cytolens.classify.search_space import SearchSpace
-from cytolens.cli import main
-from cytolens.config import validate_config
-from cytolens.errors import OptionError
-from cytolens.io import read_image, write_png
+from cytolens.cli.app import main
+from cytolens.core.config import validate_config
+from cytolens.core.errors import OptionError
+from cytolens.data.io import read_image, write_png
 from cytolens.synthetic import simulate_microtubule_dataset
 
 SMALL = {

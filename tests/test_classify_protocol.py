@@ -11,9 +11,9 @@ import pytest
 
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import build_tasks
-from cytolens.classify.protocol import run_protocol
-from cytolens.config import validate_config
-from cytolens.errors import CytolensError
+from cytolens.classify.training import run_protocol
+from cytolens.core.config import validate_config
+from cytolens.core.errors import CytolensError
 from cytolens.synthetic import simulate_microtubule_dataset
 
 TINY = {
@@ -103,7 +103,7 @@ def test_no_test_image_reaches_training(tiny_run: Path) -> None:
 
 
 def test_rerun_resumes_without_retraining(tiny_run: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cytolens.classify.protocol as protocol
+    import cytolens.classify.training as protocol
 
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished unit was trained again")
@@ -153,7 +153,7 @@ def _split_copy(tiny_data: Path, root: Path, *, test_classes: tuple[str, ...]) -
 
 
 def test_train_folder_without_test_folder_holds_out_a_test_set(tiny_data: Path, tmp_path: Path) -> None:
-    from cytolens.classify.protocol import prepare_manifest
+    from cytolens.classify.training import prepare_manifest
 
     data = _split_copy(tiny_data, tmp_path / "data", test_classes=())
     manifest, _, _ = prepare_manifest(data, validate_config(TINY, ClassifyConfig))
@@ -161,7 +161,7 @@ def test_train_folder_without_test_folder_holds_out_a_test_set(tiny_data: Path, 
 
 
 def test_fixed_test_set_must_cover_every_class_and_not_share_groups(tiny_data: Path, tmp_path: Path) -> None:
-    from cytolens.classify.protocol import prepare_manifest
+    from cytolens.classify.training import prepare_manifest
 
     config = validate_config(TINY, ClassifyConfig)
     partial = _split_copy(tiny_data, tmp_path / "partial", test_classes=("0", "1"))

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from cytolens import __version__
-from cytolens.cli import main
-from cytolens.errors import CytolensError
+from cytolens.cli.app import main
+from cytolens.core.errors import CytolensError
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

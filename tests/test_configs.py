@@ -9,8 +9,8 @@ import pytest
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.models import create_model
 from cytolens.engine.parameters import count_parameters
-from cytolens.config import load_config, packaged_configs, resolve_config_path, save_config
-from cytolens.errors import CytolensError
+from cytolens.core.config import load_config, packaged_configs, resolve_config_path, save_config
+from cytolens.core.errors import CytolensError
 
 
 @pytest.mark.parametrize("name", [n for n in packaged_configs() if n.startswith("shpilman2017")])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytolens.datacheck import check_dataset
-from cytolens.io import write_png
+from cytolens.data.datacheck import check_dataset
+from cytolens.data.io import write_png
 
 
 def test_clean_dataset_summary(class_folders) -> None:

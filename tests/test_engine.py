@@ -21,7 +21,7 @@ from cytolens.engine import (
     save_checkpoint, shard_bounds,
 )
 from cytolens.engine import precision as precision_module
-from cytolens.errors import CytolensError, OptionError
+from cytolens.core.errors import CytolensError, OptionError
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:

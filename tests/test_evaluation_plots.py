@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.report.evaluation_plots import (
     plot_accuracy_table,
     plot_confusion_matrix,
     plot_learning_curves,
     plot_reliability_diagram,
 )
-from cytolens.calibration import expected_calibration_error, reliability_curve
+from cytolens.evaluation.calibration import expected_calibration_error, reliability_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from cytolens.cli import main
+from cytolens.cli.app import main
 from cytolens.experts.app import LOOPBACK_HOSTS, create_app
 from cytolens.experts.store import ExpertStore
 from cytolens.experts.tasks import parse_task
-from cytolens.io import write_tiff
+from cytolens.data.io import write_tiff
 
 CLASSES = ["0", "0.1", "1"]
 ORIGIN = "http://testserver"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cytolens.cli import main
+from cytolens.cli.app import main
 from cytolens.experts.store import ExpertStore
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,7 +94,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def testset(tmp_path: Path) -> Path:
-    from cytolens.synthetic.microtubules import simulate_microtubule_dataset
+    from cytolens.synthetic.microtubules.simulate import simulate_microtubule_dataset
 
     simulate_microtubule_dataset(tmp_path / "testset", per_class=2, size=64, seed=0)
     return tmp_path / "testset"

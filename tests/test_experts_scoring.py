@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cytolens.cli import main
-from cytolens.errors import CytolensError
+from cytolens.cli.app import main
+from cytolens.core.errors import CytolensError
 from cytolens.experts.report import build_expert_report, render_experts_section, table_i, write_expert_report
 from cytolens.experts.scoring import NO_MAJORITY, majority_vote, read_predictions
 from cytolens.experts.records import image_key
 from cytolens.experts.store import ExpertStore
 from cytolens.experts.tasks import parse_task
-from cytolens.io import write_tiff
+from cytolens.data.io import write_tiff
 
 CLASSES = ["0", "0.1", "1"]
 # Two images per class; keys are "<class>/<file>".

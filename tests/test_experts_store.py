@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cytolens.cli import main
-from cytolens.errors import CytolensError, OptionError
+from cytolens.cli.app import main
+from cytolens.core.errors import CytolensError, OptionError
 from cytolens.experts.records import AnswerError
 from cytolens.experts.store import ExpertStore
 from cytolens.experts.tasks import parse_task
-from cytolens.io import write_tiff
+from cytolens.data.io import write_tiff
 
 CLASSES = ["0", "0.1", "1"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cytolens.errors import OptionError
-from cytolens.filaments import (
+from cytolens.core.errors import OptionError
+from cytolens.classify.filaments import (
     bundling_index,
     cell_mask,
     estimate_background,

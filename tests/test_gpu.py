@@ -13,13 +13,13 @@ from test_classify_distributed import TINY as CLASSIFY_TINY
 from test_segment_protocol import make_pairs, write_config
 
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.protocol import run_protocol
-from cytolens.config import load_config, validate_config
+from cytolens.classify.training import run_protocol
+from cytolens.core.config import load_config, validate_config
 from cytolens.engine import EngineOptions
-from cytolens.profile.gan_config import GanConfig
-from cytolens.profile.gan_training import train as train_gan
+from cytolens.profile.gan.config import GanConfig
+from cytolens.profile.gan.training import train as train_gan
 from cytolens.segment.config import SegmentConfig
-from cytolens.segment.protocol import run_training
+from cytolens.segment.training import run_training
 
 pytestmark = [
     pytest.mark.gpu,

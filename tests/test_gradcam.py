@@ -9,7 +9,7 @@ from torch import nn
 
 from cytolens.classify import create_model, list_models
 from cytolens.classify.gradcam import grad_cam
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 
 SIZE = 32
 SQUARE = (slice(8, 15), slice(21, 28))  # rows, cols of the bright square, in the right half

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from cytolens.errors import ImageReadError, OptionError
-from cytolens.io import (
+from cytolens.core.errors import ImageReadError, OptionError
+from cytolens.data.io import (
     bits_in_use,
     detect_format,
     iter_image_files,
@@ -262,8 +262,8 @@ def test_atomic_outputs_are_readable_by_others(tmp_path: Path) -> None:
 
 
 def test_find_image_files_recurses_in_natural_order_and_names_empty_folders(tmp_path: Path) -> None:
-    from cytolens.errors import CytolensError
-    from cytolens.io import find_image_files
+    from cytolens.core.errors import CytolensError
+    from cytolens.data.io import find_image_files
 
     for name in ["b/cell10.tif", "b/cell2.tif", "a.png", ".hidden.tif", "notes.txt"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

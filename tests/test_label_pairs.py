@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.cli import main
-from cytolens.datacheck import check_label_pairs
-from cytolens.errors import LayoutError
-from cytolens.io import write_png, write_tiff
-from cytolens.label_pairs import scan_image_label_pairs
-from cytolens.layouts import detect_layout, scan_class_folders
+from cytolens.cli.app import main
+from cytolens.data.datacheck import check_label_pairs
+from cytolens.core.errors import LayoutError
+from cytolens.data.io import write_png, write_tiff
+from cytolens.data.label_pairs import scan_image_label_pairs
+from cytolens.data.layouts import detect_layout, scan_class_folders
 
 
 def _pairs(root: Path, n: int = 3, *, images: str = "images", size: tuple[int, int] = (20, 24)) -> Path:

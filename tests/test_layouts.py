@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cytolens.errors import LayoutError, OptionError
-from cytolens.layouts import (
+from cytolens.core.errors import LayoutError, OptionError
+from cytolens.data.layouts import (
     MANIFEST_COLUMNS,
     detect_layout,
     natural_class_order,

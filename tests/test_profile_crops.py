@@ -9,15 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.bbbc021 import IMAGE_CSV, MOA_CSV, read_bbbc021
-from cytolens.cli import main
-from cytolens.errors import CytolensError, LayoutError, OptionError
-from cytolens.profile.cell_segmentation import classical_segmenter, make_segmenter, segment_nuclei
-from cytolens.profile.cell_store import CellStore
-from cytolens.profile.crop_examples import plot_crop_examples
-from cytolens.profile.crop_normalisation import PlateStatistics, normalise_field, plate_statistics
-from cytolens.profile.crops import INDEX_COLUMNS, PARTS, crop_dataset, extract_crops, read_field
-from cytolens.synthetic.cellpainting import simulate_cellpainting_dataset
+from cytolens.data.bbbc021 import IMAGE_CSV, MOA_CSV, read_bbbc021
+from cytolens.cli.app import main
+from cytolens.core.errors import CytolensError, LayoutError, OptionError
+from cytolens.profile.crops.cell_segmentation import classical_segmenter, make_segmenter, segment_nuclei
+from cytolens.profile.crops.cell_store import CellStore
+from cytolens.profile.crops.examples import plot_crop_examples
+from cytolens.profile.crops.normalisation import PlateStatistics, normalise_field, plate_statistics
+from cytolens.profile.crops.crop import INDEX_COLUMNS, PARTS, crop_dataset, extract_crops, read_field
+from cytolens.synthetic.cellpainting.simulate import simulate_cellpainting_dataset
 
 
 @pytest.fixture(scope="module")
@@ -239,9 +239,9 @@ def test_cli_crop_prints_cells_per_plate_and_the_figure(tiny: Path, tmp_path: Pa
 
 
 def test_a_trained_segment_run_can_replace_the_classical_segmentation(tiny: Path, tmp_path: Path) -> None:
-    from cytolens.io import write_tiff
+    from cytolens.data.io import write_tiff
     from cytolens.segment.config import SegmentConfig
-    from cytolens.segment.protocol import run_training
+    from cytolens.segment.training import run_training
 
     data = _subset(tiny, tmp_path / "data", fields=2)
     pairs = tmp_path / "pairs"

@@ -13,13 +13,13 @@ import yaml
 from profile_cells import write_store
 from typer.testing import CliRunner
 
-from cytolens.cli import app
-from cytolens.config import load_config
+from cytolens.cli.app import app
+from cytolens.core.config import load_config
 from cytolens.engine import EngineOptions, load_checkpoint
-from cytolens.profile import gan_training
+from cytolens.profile.gan import training as gan_train
 from cytolens.profile.embed import embed
-from cytolens.profile.gan_config import GanConfig
-from cytolens.profile.gan_training import train
+from cytolens.profile.gan.config import GanConfig
+from cytolens.profile.gan.training import train
 
 # 24 cells at batch 4: 6 steps an epoch, so step 3 lies inside the first epoch.
 QUICK = {"steps": 4, "batch_size": 4, "log_every": 1, "sample_every": 100, "sample_count": 4, "max_minutes": None,
@@ -70,20 +70,20 @@ def test_interrupted_run_resumes_mid_epoch_with_the_same_losses(
     settings = quick(steps=5)
     train(cells, settings, tmp_path / "whole", options=options)
 
-    real_step = gan_training.GanTask.train_step
+    real_step = gan_train.GanTask.train_step
 
-    def dies_at_step_3(self: gan_training.GanTask, position):  # noqa: ANN001
+    def dies_at_step_3(self: gan_train.GanTask, position):  # noqa: ANN001
         if position.step == 3:
             raise KeyboardInterrupt
         return real_step(self, position)
 
-    monkeypatch.setattr(gan_training.GanTask, "train_step", dies_at_step_3)
+    monkeypatch.setattr(gan_train.GanTask, "train_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         train(cells, settings, tmp_path / "cut", options=options)
     payload = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert payload["loop"]["step"] == 2 and payload["loop"]["epoch"] == 1  # saved mid-epoch on the interrupt
     assert not (tmp_path / "cut" / "done.json").exists()
-    monkeypatch.setattr(gan_training.GanTask, "train_step", real_step)
+    monkeypatch.setattr(gan_train.GanTask, "train_step", real_step)
     train(cells, settings, tmp_path / "cut", options=options)
 
     whole, cut = (pd.read_csv(tmp_path / name / "losses.csv") for name in ("whole", "cut"))
@@ -116,9 +116,9 @@ def test_embedding_on_two_ranks_writes_the_files_of_one(cells: Path, tmp_path: P
 
 
 def test_cropping_on_two_ranks_writes_the_store_of_one(tmp_path: Path) -> None:
-    from cytolens.profile.cell_store import CellStore
-    from cytolens.profile.crops import crop_dataset
-    from cytolens.synthetic.cellpainting import simulate_cellpainting_dataset
+    from cytolens.profile.crops.cell_store import CellStore
+    from cytolens.profile.crops.crop import crop_dataset
+    from cytolens.synthetic.cellpainting.simulate import simulate_cellpainting_dataset
 
     data = tmp_path / "data"
     simulate_cellpainting_dataset(data, scale="tiny", seed=1)

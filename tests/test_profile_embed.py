@@ -11,8 +11,8 @@ import pytest
 from profile_cells import write_store
 from typer.testing import CliRunner
 
-from cytolens.cli import app, main
-from cytolens.errors import CytolensError, OptionError
+from cytolens.cli.app import app, main
+from cytolens.core.errors import CytolensError, OptionError
 from cytolens.profile import embed as embed_module
 from cytolens.profile.embed import embed
 from cytolens.profile.profiles import write_profiles

@@ -11,15 +11,15 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cytolens.cli import app
-from cytolens.errors import CytolensError
-from cytolens.profile.cell_store import CellStoreWriter
+from cytolens.cli.app import app
+from cytolens.core.errors import CytolensError
+from cytolens.profile.crops.cell_store import CellStoreWriter
 from cytolens.profile.explore import (
     attribute_direction, explore_run, interpolate, measure_attributes, monotonicity, plot_treatment_map, slerp,
     walk_attribute,
 )
-from cytolens.profile.gan_config import GanConfig
-from cytolens.profile.gan_training import train
+from cytolens.profile.gan.config import GanConfig
+from cytolens.profile.gan.training import train
 
 SMALL = {"generator_filters": [8, 4, 4, 4], "discriminator_filters": [4, 4, 4, 4]}
 

@@ -10,7 +10,7 @@ from profile_cells import draw_cells
 from skimage.feature import graycomatrix
 from skimage.measure import regionprops
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.profile import features as F
 
 

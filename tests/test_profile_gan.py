@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from cytolens.config import load_config, packaged_configs
-from cytolens.errors import CytolensError, OptionError
-from cytolens.profile.gan import (
+from cytolens.core.config import load_config, packaged_configs
+from cytolens.core.errors import CytolensError, OptionError
+from cytolens.profile.gan.models import (
     GANS, FeatureExtractor, count_gan_parameters, create_gan, images_to_tensor, random_feature_extractor,
     tensor_to_images,
 )
-from cytolens.profile.gan_config import GanConfig
-from cytolens.profile.gan_losses import discriminator_loss, generator_loss, gradient_penalty
+from cytolens.profile.gan.config import GanConfig
+from cytolens.profile.gan.losses import discriminator_loss, generator_loss, gradient_penalty
 
 
 @pytest.mark.parametrize("name", GANS.names())

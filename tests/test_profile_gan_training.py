@@ -12,13 +12,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from cytolens.cli import app
-from cytolens.errors import CytolensError, OptionError
-from cytolens.profile.cell_store import CellStore, CellStoreWriter
-from cytolens.profile.gan import GANS, gan_from_config, load_feature_extractor, load_gan
-from cytolens.profile.gan_batches import ChunkShuffledBatches
-from cytolens.profile.gan_config import GanConfig
-from cytolens.profile.gan_training import train
+from cytolens.cli.app import app
+from cytolens.core.errors import CytolensError, OptionError
+from cytolens.profile.crops.cell_store import CellStore, CellStoreWriter
+from cytolens.profile.gan.models import GANS, gan_from_config, load_feature_extractor, load_gan
+from cytolens.profile.gan.batches import ChunkShuffledBatches
+from cytolens.profile.gan.config import GanConfig
+from cytolens.profile.gan.training import train
 from cytolens.engine import load_checkpoint, seed_everything
 
 # Narrow networks for the tests that are about the loop, not the architecture (the 100-d layer is kept).

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.errors import CytolensError
+from cytolens.core.errors import CytolensError
 from cytolens.profile.evaluate import table1, write_evaluation
 from cytolens.profile.moa import cosine_similarity, evaluate_moa, mean_average_precision, moa_queries
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.errors import CytolensError
+from cytolens.core.errors import CytolensError
 from cytolens.profile.dmso_normalisation import fit_whitening, plate_dmso_statistics
 from cytolens.profile.profiles import build_profiles, read_well_means, write_profiles
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cytolens.cli import main
+from cytolens.cli.app import main
 from cytolens.report.html import collect_sections, write_report
 
 

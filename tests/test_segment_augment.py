@@ -7,7 +7,7 @@ import pytest
 
 from scipy import ndimage
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.augment import (
     Augmenter,
     apply_dihedral,
@@ -17,7 +17,7 @@ from cytolens.segment.augment import (
     random_grid_displacement,
     shift_pair,
 )
-from cytolens.transforms import DIHEDRAL_SIZE
+from cytolens.data.transforms import DIHEDRAL_SIZE
 
 
 def _checkerboard(height: int = 64, width: int = 56, square: int = 8, channels: int | None = None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.cells import cell_table, score_instances, split_cells
 from cytolens.segment.labels import CYTOPLASM, NUCLEUS
 from cytolens.synthetic import simulate_field

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cytolens.cli import main
-from cytolens.io import read_image
+from cytolens.cli.app import main
+from cytolens.data.io import read_image
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

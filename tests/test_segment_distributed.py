@@ -16,10 +16,10 @@ import pytest
 import tifffile
 import torch
 
-from cytolens.config import load_config
+from cytolens.core.config import load_config
 from cytolens.engine import EngineOptions
 from cytolens.segment.config import SegmentConfig
-from cytolens.segment.protocol import SegmentTask, run_training
+from cytolens.segment.training import SegmentTask, run_training
 from test_segment_protocol import make_pairs, run_cli, write_config
 
 #: 1 epoch of 8 patches in batches of 4 trains the tiny U-Net only a little: 2 ranks (BatchNorm statistics over

@@ -11,10 +11,10 @@ import tifffile
 import torch
 from torch import nn
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.inference import predict_tiled, predict_tiled_labels
 from cytolens.segment.outputs import write_segmentation
-from cytolens.transforms import DIHEDRAL_SIZE, dihedral, inverse_dihedral
+from cytolens.data.transforms import DIHEDRAL_SIZE, dihedral, inverse_dihedral
 
 TILING = {"tile": 32, "overlap": 16, "input_multiple": 8, "batch_size": 3}
 

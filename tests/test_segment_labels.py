@@ -9,9 +9,9 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from cytolens.errors import LayoutError, OptionError
+from cytolens.core.errors import LayoutError, OptionError
 from cytolens.segment.labels import derive_label_folder, derive_labels, label_agreement
-from cytolens.synthetic.brightfield import field_rng, simulate_brightfield_dataset, simulate_field
+from cytolens.synthetic.brightfield.simulate import field_rng, simulate_brightfield_dataset, simulate_field
 
 
 def _drawn_pair(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.labels import CLASS_NAMES
 from cytolens.segment.metrics import evaluate_images, pixel_confusion, scores_from_confusion
-from cytolens.stats import confusion_matrix
+from cytolens.evaluation.stats import confusion_matrix
 
 TRUTH = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]], dtype=np.uint8)
 PREDICTED = np.array([[0, 0, 1, 2], [0, 1, 1, 1], [2, 2, 2, 0], [2, 2, 2, 2]], dtype=np.uint8)
@@ -93,7 +93,7 @@ def test_summed_confusion_and_per_image_mean_differ() -> None:
         (np.full((4, 4), -1), np.zeros((4, 4), int), 3, "`truth` must hold class indices"),
         (np.zeros((4, 4)), np.zeros((4, 4), int), 3, "`truth` must hold integer"),
         (np.zeros((4, 4), bool), np.zeros((4, 4), int), 3, "`truth` must hold integer"),
-        (np.zeros((4, 4), int), np.zeros((4, 4), int), 0, "`num_classes` must be a positive integer"),
+        (np.zeros((4, 4), int), np.zeros((4, 4), int), 0, "`num_classes` must be an integer >= 1"),
     ],
 )
 def test_pixel_confusion_rejects(truth: np.ndarray, predicted: np.ndarray, num_classes: int, message: str) -> None:

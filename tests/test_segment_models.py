@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from cytolens.errors import OptionError
-from cytolens.registry import Registry
+from cytolens.core.errors import OptionError
+from cytolens.core.registry import Registry
 from cytolens.segment import (
     PAPER_PARAMETERS,
     SEGMENTATION_MODELS,

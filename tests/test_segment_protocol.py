@@ -16,13 +16,13 @@ import pytest
 import tifffile
 import yaml
 
-from cytolens.cli import main
-from cytolens.config import load_config
-from cytolens.errors import CytolensError
-from cytolens.io import write_tiff
+from cytolens.cli.app import main
+from cytolens.core.config import load_config
+from cytolens.core.errors import CytolensError
+from cytolens.data.io import write_tiff
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.evaluate import evaluate_run
-from cytolens.segment.protocol import run_training
+from cytolens.segment.training import run_training
 
 TINY = {
     "name": "tiny", "deviations": ["test size"], "model": "unet",
@@ -192,7 +192,7 @@ def test_two_classes_and_a_subset_of_folds(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("name", ["midl2019-unet", "midl2019-tiramisu", "midl2019-deeplab", "midl2019-quick"])
 def test_shipped_configs_state_the_papers_settings(name: str) -> None:
-    from cytolens.segment.protocol import _check_sizes, new_model
+    from cytolens.segment.training import _check_sizes, new_model
 
     config = load_config(name, SegmentConfig)
     assert config.deviations and config.name == name

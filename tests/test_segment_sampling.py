@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.augment import Augmenter
 from cytolens.segment.sampling import (
     ClassPixels,

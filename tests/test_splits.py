@@ -1,4 +1,4 @@
-"""Tests for cytolens.splits: determinism, exact hold-out sizes, groups never split, stratification."""
+"""Tests for cytolens.data.splits: determinism, exact hold-out sizes, groups never split, stratification."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cytolens.errors import OptionError
-from cytolens.splits import grouped_stratified_kfold, holdout_per_class, iter_folds
+from cytolens.core.errors import OptionError
+from cytolens.data.splits import grouped_stratified_kfold, holdout_per_class, iter_folds
 
 COPIES = 4  # an original image and its 90/180/270° rotations
 

@@ -1,4 +1,4 @@
-"""Tests for cytolens.stats against hand-computed values."""
+"""Tests for cytolens.evaluation.stats against hand-computed values."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import pytest
 from scipy.special import betainc
 from scipy.stats import ttest_ind
 
-from cytolens.errors import OptionError
-from cytolens.calibration import (
+from cytolens.core.errors import OptionError
+from cytolens.evaluation.calibration import (
     apply_temperature,
     brier_score,
     expected_calibration_error,
     fit_temperature,
     reliability_curve,
 )
-from cytolens.stats import (
+from cytolens.evaluation.stats import (
     accuracy,
     bootstrap_interval,
     confusion_matrix,

@@ -10,8 +10,8 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from cytolens.errors import OptionError
-from cytolens.synthetic.brightfield import CHANNELS, field_rng, simulate_brightfield_dataset, simulate_field
+from cytolens.core.errors import OptionError
+from cytolens.synthetic.brightfield.simulate import CHANNELS, field_rng, simulate_brightfield_dataset, simulate_field
 
 HIDDEN = {
     "n_cells", "n_mitotic", "confluence", "cell_fraction", "nucleus_fraction", "cell_radius_um", "cluster_size",

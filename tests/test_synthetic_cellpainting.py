@@ -12,12 +12,12 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from cytolens.bbbc021 import IMAGE_COLUMNS, MOA_COLUMNS
-from cytolens.errors import OptionError
-from cytolens.synthetic.cellpainting import simulate_cellpainting_dataset
-from cytolens.synthetic.cellpainting_cells import render_field
-from cytolens.synthetic.cellpainting_phenotypes import CompoundResponse, draw_compound_response
-from cytolens.synthetic.cellpainting_plan import (
+from cytolens.data.bbbc021 import IMAGE_COLUMNS, MOA_COLUMNS
+from cytolens.core.errors import OptionError
+from cytolens.synthetic.cellpainting.simulate import simulate_cellpainting_dataset
+from cytolens.synthetic.cellpainting.cells import render_field
+from cytolens.synthetic.cellpainting.phenotypes import CompoundResponse, draw_compound_response
+from cytolens.synthetic.cellpainting.plan import (
     COMPOUNDS, DMSO_WELLS, MOAS, SCALES, WELLS, assign_weeks, moa_table, plan_experiment, planned_fields,
 )
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cytolens.errors import OptionError
-from cytolens.filaments import filament_features
+from cytolens.core.errors import OptionError
+from cytolens.classify.filaments import filament_features
 from cytolens.synthetic import MICROTUBULE_CLASSES, simulate_cell, simulate_microtubule_dataset
-from cytolens.synthetic.microtubules import cell_rng, draw_cell_parameters
+from cytolens.synthetic.microtubules.simulate import cell_rng, draw_cell_parameters
 
 HIDDEN = {
     "sensitivity", "stabilisation", "n_microtubules", "n_tracks", "polymer_mass_um", "mean_mt_length_um",

@@ -1,4 +1,4 @@
-"""Tests for cytolens.transforms: small seeded arrays, shapes × dtypes, Pillow as the reference."""
+"""Tests for cytolens.data.transforms: small seeded arrays, shapes × dtypes, Pillow as the reference."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from cytolens.errors import OptionError
-from cytolens.transforms import (
+from cytolens.core.errors import OptionError
+from cytolens.data.transforms import (
     DEFAULT_INPUT_SIZE,
     DIHEDRAL_SIZE,
     dihedral,

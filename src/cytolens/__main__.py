@@ -1,5 +1,5 @@
 """``python -m cytolens`` runs the command line."""
 
-from cytolens.cli import main
+from cytolens.cli.app import main
 
 main()

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cytolens.atomic import write_text_atomic
-from cytolens.console import progress_bar
-from cytolens.datacheck import DatasetCheck, check_dataset
-from cytolens.layouts import write_manifest
+from cytolens.core.atomic import write_text_atomic
+from cytolens.core.console import progress_bar
+from cytolens.data.datacheck import DatasetCheck, check_dataset
+from cytolens.data.layouts import write_manifest
 from cytolens.report.figures import class_montage
 from cytolens.report.html import write_report
 
@@ -100,8 +100,8 @@ def run_demo(
     ]
     if classify:
         from cytolens.classify.config import ClassifyConfig
-        from cytolens.classify.protocol import run_protocol
-        from cytolens.config import load_config
+        from cytolens.classify.training import run_protocol
+        from cytolens.core.config import load_config
 
         config = load_config("shpilman2017-quick", ClassifyConfig, seed=seed)
         run = run_protocol(data, config, out / "classify")
@@ -149,12 +149,12 @@ def segment_demo(
 
     import pandas as pd
 
-    from cytolens.config import load_config
+    from cytolens.core.config import load_config
     from cytolens.segment.config import SegmentConfig
     from cytolens.segment.evaluate import evaluate_run
     from cytolens.segment.labels import derive_label_folder
     from cytolens.segment.predict import predict_images
-    from cytolens.segment.protocol import run_training
+    from cytolens.segment.training import run_training
     from cytolens.synthetic import simulate_brightfield_dataset
 
     out = Path(out)
@@ -215,19 +215,19 @@ def profile_demo(
     """
     import shutil
 
-    from cytolens.bbbc021 import read_bbbc021
-    from cytolens.config import load_config
-    from cytolens.profile.cell_store import CellStore
-    from cytolens.profile.crop_examples import plot_crop_examples
-    from cytolens.profile.crops import crop_dataset
+    from cytolens.data.bbbc021 import read_bbbc021
+    from cytolens.core.config import load_config
+    from cytolens.profile.crops.cell_store import CellStore
+    from cytolens.profile.crops.examples import plot_crop_examples
+    from cytolens.profile.crops.crop import crop_dataset
     from cytolens.profile.embed import embed
     from cytolens.profile.evaluate import write_evaluation
     from cytolens.profile.explore import explore_run
-    from cytolens.profile.gan_config import GanConfig
-    from cytolens.profile.gan_training import train
+    from cytolens.profile.gan.config import GanConfig
+    from cytolens.profile.gan.training import train
     from cytolens.profile.profiles import write_profiles
-    from cytolens.synthetic.cellpainting import simulate_cellpainting_dataset
-    from cytolens.synthetic.cellpainting_plan import planned_fields
+    from cytolens.synthetic.cellpainting.simulate import simulate_cellpainting_dataset
+    from cytolens.synthetic.cellpainting.plan import planned_fields
 
     out = Path(out)
     data, cells = out / "data" / "bbbc021", out / "data" / "bbbc021-cells"

@@ -13,6 +13,6 @@ from cytolens.classify import resnet as _resnet  # noqa: F401 - registers resnet
 from cytolens.classify.models import create_model, list_models
 from cytolens.engine.parameters import count_parameters
 from cytolens.classify.predict import predict_images as predict
-from cytolens.classify.protocol import run_protocol as train
+from cytolens.classify.training import run_protocol as train
 
 __all__ = ["count_parameters", "create_model", "list_models", "predict", "train"]

@@ -20,9 +20,9 @@ import pandas as pd
 import xgboost
 from numpy.typing import NDArray
 
-from cytolens.atomic import atomic_path, write_text_atomic
+from cytolens.core.atomic import atomic_path, write_text_atomic
 from cytolens.classify.config import XGBoostConfig
-from cytolens.errors import CytolensError, OptionError
+from cytolens.core.errors import CytolensError, OptionError
 
 __all__ = ["XGBoostBaseline", "feature_importance", "fit_xgboost"]
 

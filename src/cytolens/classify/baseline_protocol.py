@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytolens.atomic import atomic_path
+from cytolens.core.atomic import atomic_path
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import Task
-from cytolens.console import progress_bar
+from cytolens.core.console import progress_bar
 
 
 def baseline_folder(run: Path, task: Task) -> Path:

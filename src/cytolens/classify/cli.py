@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cytolens.console import console, progress_bar
-from cytolens.engine.options import (
+from cytolens.core.console import console, progress_bar
+from cytolens.cli.options import (
     AcceleratorOption,
     DeterministicOption,
     DevicesOption,
@@ -26,8 +26,8 @@ ConfigOption = Annotated[
 
 def _load(config: Path, classes: str | None, seed: int | None):  # noqa: ANN202 - ClassifyConfig
     from cytolens.classify.config import ClassifyConfig
-    from cytolens.config import load_config
-    from cytolens.layouts import parse_class_list
+    from cytolens.core.config import load_config
+    from cytolens.data.layouts import parse_class_list
 
     return load_config(config, ClassifyConfig, classes=parse_class_list(classes) if classes else None, seed=seed)
 
@@ -49,7 +49,7 @@ def train(
 
     With --devices N the (task, variant, fold) units are dealt over N processes, each trained by one of them.
     """
-    from cytolens.classify.protocol import run_protocol
+    from cytolens.classify.training import run_protocol
 
     settings = _load(config, classes, seed)
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
@@ -63,7 +63,7 @@ def train(
 @app.command("report")
 def report(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """Rebuild the tables, statistics and figures of a run from its saved outputs (no training)."""
-    from cytolens.classify.results import write_results
+    from cytolens.classify.evaluate import write_results
 
     write_results(run)
     typer.echo((run / "table_iv.md").read_text(encoding="utf-8"))
@@ -82,11 +82,11 @@ def predict(
 
     With --devices N each process classifies a share of the images; the CSV is the one a single process writes.
     """
-    from cytolens.atomic import write_text_atomic
+    from cytolens.core.atomic import write_text_atomic
     from cytolens.classify.predict import predict_images
-    from cytolens.classify.results import read_classify_run
+    from cytolens.classify.evaluate import read_classify_run
     from cytolens.engine import EngineOptions
-    from cytolens.io import find_image_files
+    from cytolens.data.io import find_image_files
 
     read_classify_run(run)  # a wrong run folder is the first thing to report
     total = len(find_image_files(images))

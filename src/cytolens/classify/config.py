@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cytolens.config import StrictModel
+from cytolens.core.config import StrictModel
 from cytolens.engine.config import ExperimentConfig
-from cytolens.intensity import IntensityConfig
+from cytolens.data.intensity import IntensityConfig
 
 VARIANTS: tuple[str, ...] = ("CNN", "CNN+T", "CNN+T+S")
 Variant = Literal["CNN", "CNN+T", "CNN+T+S"]

@@ -13,10 +13,10 @@ from itertools import combinations
 import numpy as np
 
 from cytolens.classify.config import ClassifyConfig, SharpenConfig
-from cytolens.intensity import IntensityConfig
-from cytolens.errors import OptionError
-from cytolens.io import normalize_intensity, read_image
-from cytolens.transforms import resize, rotate90, sharpen, unsharp_mask
+from cytolens.data.intensity import IntensityConfig
+from cytolens.core.errors import OptionError
+from cytolens.data.io import normalize_intensity, read_image
+from cytolens.data.transforms import resize, rotate90, sharpen, unsharp_mask
 
 
 def slug(text: str) -> str:
@@ -97,7 +97,7 @@ def preprocess_image(
     -------
     (input_size, input_size) ndarray of float32
     """
-    from cytolens.io import to_grayscale
+    from cytolens.data.io import to_grayscale
 
     gray = to_grayscale(image)
     small = resize(gray, input_size)

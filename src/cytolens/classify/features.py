@@ -9,7 +9,7 @@ One image of one cell becomes one row of named numbers, in five groups (the pref
     Grey-level co-occurrence (GLCM) properties at distances 1, 2 and 4 px averaged over four angles, and the
     uniform local-binary-pattern histogram (P = 8, R = 1).
 ``filament_``
-    Everything :func:`cytolens.filaments.filament_features` measures (radial order, bundling, coherence,
+    Everything :func:`cytolens.classify.filaments.filament_features` measures (radial order, bundling, coherence,
     polymer, …) except the centre's coordinates, measured on the robust-scaled but *unclipped* image, so
     ``filament_mean_intensity`` and ``filament_total_polymer`` keep the absolute, background-subtracted signal
     relative to the image's own range (in working-size pixels). Plus the entropy of the filament-orientation
@@ -38,10 +38,10 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from cytolens import filaments
-from cytolens.errors import OptionError
-from cytolens.io import read_image, to_grayscale
-from cytolens.transforms import resize
+from cytolens.classify import filaments
+from cytolens.core.errors import OptionError
+from cytolens.data.io import read_image, to_grayscale
+from cytolens.data.transforms import resize
 
 __all__ = ["FEATURES_VERSION", "extract_features", "feature_names", "feature_table"]
 
@@ -49,7 +49,7 @@ __all__ = ["FEATURES_VERSION", "extract_features", "feature_names", "feature_tab
 FEATURES_VERSION = "1"
 
 _PERCENTILES = (0.5, 99.8)
-# cytolens.filaments.cell_mask thresholds the log of the intensity, which is only scale-free for camera-like
+# cytolens.classify.filaments.cell_mask thresholds the log of the intensity, which is only scale-free for camera-like
 # ranges; giving it the robust-scaled image on a fixed 12-bit range makes the mask the same for every dtype.
 _MASK_SCALE = 4095.0
 _GLCM_LEVELS = 32
@@ -337,7 +337,7 @@ def extract_features(image: np.ndarray, *, working_size: int = 256) -> dict[str,
     ----------
     image : (M, N) or (M, N, C) ndarray
         Grayscale image of one cell, any integer or float dtype (channels are averaged by
-        :func:`cytolens.io.to_grayscale`). At least 8 × 8 pixels, finite. Not modified.
+        :func:`cytolens.data.io.to_grayscale`). At least 8 × 8 pixels, finite. Not modified.
     working_size : int, optional
         The image is resized (anti-aliased) so its longer side has this many pixels before measuring.
 
@@ -392,7 +392,7 @@ def feature_table(
     Parameters
     ----------
     paths : sequence of str or Path
-        Image files (TIFF, PNG, JPEG), read with :func:`cytolens.io.read_image` as grayscale.
+        Image files (TIFF, PNG, JPEG), read with :func:`cytolens.data.io.read_image` as grayscale.
     working_size : int, optional
         See :func:`extract_features`.
     progress : callable, optional

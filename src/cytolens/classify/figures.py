@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cytolens.classify.data import Task, slug  # noqa: E402
-from cytolens.errors import CytolensError  # noqa: E402
+from cytolens.core.errors import CytolensError  # noqa: E402
 from cytolens.report.evaluation_plots import (  # noqa: E402
     plot_accuracy_table,
     plot_confusion_matrix,
@@ -25,7 +25,7 @@ from cytolens.report.figures import save_figure  # noqa: E402
 
 def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[Path]:
     """Write every figure of a run into ``run/figures`` and return their paths."""
-    from cytolens.classify.results import read_classify_run, reliability_table
+    from cytolens.classify.evaluate import read_classify_run, reliability_table
 
     config, manifest, tasks = read_classify_run(run)
     figures = run / "figures"
@@ -73,7 +73,7 @@ def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[P
 
 
 def _history(run: Path, task: Task, variant: str) -> pd.DataFrame:
-    from cytolens.classify.protocol import VARIANT_SLUGS
+    from cytolens.classify.training import VARIANT_SLUGS
 
     files = sorted((run / "units" / task.slug / VARIANT_SLUGS[variant]).glob("fold*/history.csv"))
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
@@ -90,7 +90,7 @@ def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_exampl
     from cytolens.classify.data import load_inputs
     from cytolens.classify.gradcam import grad_cam
     from cytolens.classify.predict import load_fold_models
-    from cytolens.classify.results import read_classify_run
+    from cytolens.classify.evaluate import read_classify_run
 
     config, _, _ = read_classify_run(run)
     variant = config.predict_variant

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 
 __all__ = ["grad_cam"]
 

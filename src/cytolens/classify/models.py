@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cytolens.errors import OptionError
-from cytolens.registry import Registry
+from cytolens.core.errors import OptionError
+from cytolens.core.registry import Registry
+from cytolens.core.validation import check_int, check_number
 
 __all__ = [
     "CONVNET_LIMITS", "MODELS", "ConvNet", "convnet_feature_sizes", "create_model", "list_models", "model_recipe", "register_model",
@@ -113,22 +114,10 @@ def create_model(
         For an unknown model or option, or an option out of range.
     """
     for option, value in (("num_classes", num_classes), ("in_chans", in_chans), ("input_size", input_size)):
-        _check_int(option, value, 1)
+        check_int(option, value, low=1)
     model = MODELS.create(name, num_classes=num_classes, in_chans=in_chans, input_size=input_size, **options)
     model.model_name = name  # so checkpoints and reports can say what was built
     return model
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise OptionError(f"`{name}` must be an integer {bound}, got {value!r}")
-    return value
-
-
-def _check_rate(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise OptionError(f"`{name}` must be a number in [0, 1), got {value!r}")
 
 
 def _check_int_list(
@@ -141,7 +130,7 @@ def _check_int_list(
             f"`{name}` must have {length[0]} to {length[1]} entries, got {len(values)}: {list(values)!r}"
         )
     for value in values:
-        _check_int(name, value, *value_range)
+        check_int(name, value, low=value_range[0], high=value_range[1])
     return list(values)
 
 
@@ -211,7 +200,7 @@ class ConvNet(nn.Module):
         dense_units = _check_int_list("dense_units", dense_units, limits["dense_layers"], limits["dense_units"])
         if not isinstance(pooling, bool):
             raise OptionError(f"`pooling` must be True or False, got {pooling!r}")
-        _check_rate("dropout", dropout)
+        check_number("dropout", dropout, low=0, high=1, high_open=True)
         sizes = convnet_feature_sizes(input_size, kernel_sizes, pooling)
         if min(sizes) <= 0:
             block = next(i for i, side in enumerate(sizes) if side <= 0) + 1

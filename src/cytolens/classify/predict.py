@@ -23,8 +23,8 @@ from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import Task, preprocess_image
 from cytolens.classify.models import create_model
 from cytolens.engine import EngineOptions, Runtime, launch, load_checkpoint
-from cytolens.errors import CytolensError, ImageReadError, OptionError
-from cytolens.io import find_image_files, read_image
+from cytolens.core.errors import CytolensError, ImageReadError, OptionError
+from cytolens.data.io import find_image_files, read_image
 
 
 def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all") -> list[torch.nn.Module]:
@@ -46,8 +46,8 @@ def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all")
     """
     import json
 
-    from cytolens.classify.protocol import VARIANT_SLUGS, checkpoint_path
-    from cytolens.classify.results import read_classify_run
+    from cytolens.classify.training import VARIANT_SLUGS, checkpoint_path
+    from cytolens.classify.evaluate import read_classify_run
 
     config, _, _ = read_classify_run(run)
     folders = sorted((run / "units" / task.slug / VARIANT_SLUGS[variant]).glob("fold*/done.json"))
@@ -125,7 +125,7 @@ def predict_images(
         ``table`` has one row per readable image, in file order: ``path``, ``predicted`` (class name) and
         ``p_<class>``.
     """
-    from cytolens.classify.protocol import RUN_KIND
+    from cytolens.classify.training import RUN_KIND
     from cytolens.engine import load_run
 
     if options.precision == "auto":
@@ -141,8 +141,8 @@ def predict_images(
 def _predict_on_rank(runtime: Runtime, run_text: str, images: str, task: str | None, tta: bool | None,
                      batch_size: int, progress: Callable[[int], None] | None) -> Predictions:
     """Every rank: classify its share of the images; the probabilities are gathered in file order."""
-    from cytolens.classify.results import read_classify_run
-    from cytolens.classify.trainer import predict_proba
+    from cytolens.classify.evaluate import read_classify_run
+    from cytolens.classify.fit import predict_proba
 
     run = Path(run_text)
     config, manifest, tasks = read_classify_run(run)

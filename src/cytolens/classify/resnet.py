@@ -12,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cytolens.classify.models import _check_rate, register_model
-from cytolens.errors import OptionError
+from cytolens.classify.models import register_model
+from cytolens.core.validation import check_number
+from cytolens.core.errors import OptionError
 
 __all__ = ["BasicBlock", "ResNet", "resnet18"]
 
@@ -104,7 +105,7 @@ def resnet18(*, num_classes: int, in_chans: int = 1, input_size: int = 300, zero
     """ResNet-18 from scratch; global pooling makes it independent of ``input_size`` (kept for a uniform API)."""
     if not isinstance(zero_init_residual, bool):
         raise OptionError(f"`zero_init_residual` must be True or False, got {zero_init_residual!r}")
-    _check_rate("drop_rate", drop_rate)
+    check_number("drop_rate", drop_rate, low=0, high=1, high_open=True)
     model = ResNet(
         num_classes=num_classes, in_chans=in_chans, zero_init_residual=zero_init_residual, drop_rate=drop_rate
     )

@@ -17,19 +17,19 @@ import pandas as pd
 import torch
 import yaml
 
-from cytolens.atomic import write_text_atomic
+from cytolens.core.atomic import write_text_atomic
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import build_tasks, load_inputs
 from cytolens.classify.models import create_model
 from cytolens.engine.parameters import count_parameters
-from cytolens.classify.protocol import prepare_manifest
+from cytolens.classify.training import prepare_manifest
 from cytolens.classify.search_space import SearchSpace, Topology, estimate_cost, paper_topology
-from cytolens.classify.trainer import fit_classifier
-from cytolens.console import console, progress_bar
+from cytolens.classify.fit import fit_classifier
+from cytolens.core.console import console, progress_bar
 from cytolens.engine import EngineOptions, Runtime, configure_threads, launch
-from cytolens.errors import CytolensError
-from cytolens.layouts import write_manifest
-from cytolens.splits import iter_folds
+from cytolens.core.errors import CytolensError
+from cytolens.data.layouts import write_manifest
+from cytolens.data.splits import iter_folds
 
 
 def run_search(

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cytolens.classify.models import CONVNET_LIMITS, convnet_feature_sizes
-from cytolens.errors import OptionError, check_choice
+from cytolens.core.errors import OptionError, check_choice
 
 __all__ = ["SearchSpace", "Topology", "estimate_cost", "estimate_parameters", "paper_topology"]
 

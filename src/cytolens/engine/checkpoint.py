@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from cytolens.atomic import atomic_path
-from cytolens.errors import CytolensError
+from cytolens.core.atomic import atomic_path
+from cytolens.core.errors import CytolensError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 

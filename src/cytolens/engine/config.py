@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from cytolens.config import StrictModel
+from cytolens.core.config import StrictModel
 
 __all__ = ["ExperimentConfig", "Precision"]
 

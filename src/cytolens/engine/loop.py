@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cytolens.console import console
+from cytolens.core.console import console
 from cytolens.engine.checkpoint import load_checkpoint, save_checkpoint
 from cytolens.engine.runtime import Runtime
 from cytolens.engine.seeds import derive_seed
@@ -228,7 +228,7 @@ class FitLoop:
             return None
         payload = load_checkpoint(self.checkpoint)
         if payload.get("format") != "cytolens-fit/1":
-            from cytolens.errors import CytolensError
+            from cytolens.core.errors import CytolensError
 
             raise CytolensError("not a resume checkpoint of cytolens' fit loop", path=self.checkpoint)
         task.load_state_dict(payload["task"])

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 
 __all__ = ["count_parameters", "l2_penalty"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cytolens.errors import OptionError, check_choice
+from cytolens.core.errors import OptionError, check_choice
 
 __all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
 

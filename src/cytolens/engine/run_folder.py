@@ -20,10 +20,10 @@ from typing import Any, Generic, TypeVar
 import yaml
 
 from cytolens import __version__
-from cytolens.atomic import write_text_atomic
-from cytolens.config import save_config, validate_config
+from cytolens.core.atomic import write_text_atomic
+from cytolens.core.config import save_config, validate_config
 from cytolens.engine.config import ExperimentConfig
-from cytolens.errors import CytolensError
+from cytolens.core.errors import CytolensError
 
 __all__ = ["CONFIG_FILE", "DONE_FILE", "RUN_FILE", "RunFolder", "RunRecord", "config_hash", "load_run", "run_kind"]
 

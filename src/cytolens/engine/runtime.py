@@ -28,7 +28,7 @@ from lightning_fabric import Fabric
 from lightning_fabric.strategies import DDPStrategy
 
 from cytolens.engine.precision import resolve_precision
-from cytolens.errors import CytolensError, OptionError
+from cytolens.core.errors import CytolensError, OptionError
 
 __all__ = ["EngineOptions", "Runtime", "external_launcher", "launch", "shard_bounds"]
 

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from cytolens.errors import ImageReadError
+from cytolens.core.errors import ImageReadError
 from cytolens.experts.render import PngCache
 from cytolens.experts.records import AnswerError, Login
 from cytolens.experts.store import ExpertStore

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from cytolens.console import console, stdout
-from cytolens.errors import CytolensError
+from cytolens.core.console import console, stdout
+from cytolens.core.errors import CytolensError
 
 app = typer.Typer(
     help="Blinded scoring of test images by human experts in the browser, and the human-versus-CNN statistics.",
@@ -47,7 +47,7 @@ def load_test_set(images: Path) -> tuple[list[str], list[tuple[str, str]]]:
     CytolensError
         If the folder is missing or is not a class-folder dataset.
     """
-    from cytolens.layouts import scan_class_folders
+    from cytolens.data.layouts import scan_class_folders
 
     if not images.is_dir():
         raise CytolensError("test-set folder not found" if not images.exists() else "is not a folder", path=images)

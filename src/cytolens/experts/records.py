@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cytolens.errors import CytolensError
+from cytolens.core.errors import CytolensError
 
 __all__ = ["AnswerError", "Expert", "Item", "Login", "Progress", "hash_secret", "image_key", "now"]
 

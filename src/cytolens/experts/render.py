@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytolens.atomic import atomic_path
-from cytolens.io import normalize_intensity, read_image, to_grayscale
+from cytolens.core.atomic import atomic_path
+from cytolens.data.io import normalize_intensity, read_image, to_grayscale
 
 DISPLAY_PERCENTILES = (0.5, 99.8)
 
@@ -26,7 +26,7 @@ def render_png(path: str | Path, *, percentiles: tuple[float, float] = DISPLAY_P
     Parameters
     ----------
     path : str or Path
-        Any image :func:`cytolens.io.read_image` reads (8/16-bit, float, TIFF/PNG/JPEG).
+        Any image :func:`cytolens.data.io.read_image` reads (8/16-bit, float, TIFF/PNG/JPEG).
     percentiles : (float, float)
         Low and high percentiles mapped to black and white, per channel.
 

@@ -17,8 +17,8 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from cytolens.atomic import write_text_atomic
-from cytolens.errors import CytolensError
+from cytolens.core.atomic import write_text_atomic
+from cytolens.core.errors import CytolensError
 from cytolens.experts.scoring import (
     NO_MAJORITY,
     PAPER_TABLE_I,

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cytolens.errors import CytolensError
-from cytolens.stats import confusion_matrix, mcnemar_exact, paired_t_test, proportion_interval
+from cytolens.core.errors import CytolensError
+from cytolens.evaluation.stats import confusion_matrix, mcnemar_exact, paired_t_test, proportion_interval
 
 NO_MAJORITY = "no majority"
 ANSWER_PREFIX = "answer: "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cytolens.errors import CytolensError, OptionError
+from cytolens.core.errors import CytolensError, OptionError
 from cytolens.experts.records import AnswerError, Expert, Item, Login, Progress, hash_secret, image_key, now
 from cytolens.experts.tasks import ExpertTask
 

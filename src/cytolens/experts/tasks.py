@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 
 
 @dataclass(frozen=True)

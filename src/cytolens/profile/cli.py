@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cytolens.engine.options import (
+from cytolens.cli.options import (
     AcceleratorOption, DeterministicOption, DevicesOption, NumNodesOption, PrecisionOption, engine_options,
 )
 
@@ -58,11 +58,11 @@ def crop(
     """Segment nuclei and cells in every field and write one 96×96×3 crop per cell (R=DNA, G=tubulin, B=actin)."""
     from rich.table import Table
 
-    from cytolens.bbbc021 import read_bbbc021
-    from cytolens.console import console, progress_bar, stdout
+    from cytolens.data.bbbc021 import read_bbbc021
+    from cytolens.core.console import console, progress_bar, stdout
     from cytolens.engine.runtime import external_launcher
-    from cytolens.profile.cell_store import CellStore
-    from cytolens.profile.crops import crop_dataset
+    from cytolens.profile.crops.cell_store import CellStore
+    from cytolens.profile.crops.crop import crop_dataset
 
     # Ranks share the plates (and replace --workers) only when asked for: one process needs no process group.
     ranked = devices > 1 or num_nodes > 1 or external_launcher() is not None
@@ -107,11 +107,11 @@ def train(
     """Train a CytoGAN GAN (DCGAN, LSGAN or WGAN-GP): checkpoints, sample grids and loss curves in RUN."""
     import json
 
-    from cytolens.config import load_config
-    from cytolens.console import console, progress_bar
-    from cytolens.profile.cell_store import CellStore
-    from cytolens.profile.gan_config import GanConfig
-    from cytolens.profile.gan_training import train as train_gan
+    from cytolens.core.config import load_config
+    from cytolens.core.console import console, progress_bar
+    from cytolens.profile.crops.cell_store import CellStore
+    from cytolens.profile.gan.config import GanConfig
+    from cytolens.profile.gan.training import train as train_gan
 
     settings = load_config(config, GanConfig, steps=steps, seed=seed)
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
@@ -140,7 +140,7 @@ def explore(
     pool: Annotated[int, typer.Option("--pool", min=20, help="Generated cells ranked per attribute.")] = 512,
 ) -> None:
     """Samples, linear and spherical interpolation, attribute vector algebra (measured), and a treatment map."""
-    from cytolens.console import console
+    from cytolens.core.console import console
     from cytolens.profile.explore import explore_run
 
     summary = explore_run(run, out, profiles=profiles, seed=seed, pool=pool,
@@ -192,9 +192,9 @@ def embed(
     'bbbc021' (per-plate DMSO normalisation, mean per well, median over replicate wells); with --whiten also
     'cytogan+whiten' and 'bbbc021+whiten'.
     """
-    from cytolens.console import console, progress_bar
-    from cytolens.errors import OptionError, check_choice
-    from cytolens.profile.cell_store import CellStore
+    from cytolens.core.console import console, progress_bar
+    from cytolens.core.errors import OptionError, check_choice
+    from cytolens.profile.crops.cell_store import CellStore
     from cytolens.profile.embed import embed as embed_cells
     from cytolens.profile.dmso_normalisation import NORMALIZATIONS
     from cytolens.profile.profiles import write_profiles
@@ -231,7 +231,7 @@ def aggregate(
     whiten: WhitenOption = False,
 ) -> None:
     """Rewrite wells.parquet and treatments.parquet from single_cells.parquet with other settings."""
-    from cytolens.console import console
+    from cytolens.core.console import console
     from cytolens.profile.profiles import write_profiles
 
     paths = write_profiles(profiles, normalization=normalization, whiten=whiten)
@@ -256,11 +256,11 @@ def evaluate(
 ) -> None:
     """NSC and NSCB 1-NN cosine MOA accuracy (over treatments, and CytoGAN's per-compound mean), confusion
     matrices, and CytoGAN's Table 1 with the paper's numbers beside ours."""
-    from cytolens.console import console
+    from cytolens.core.console import console
     from cytolens.profile.evaluate import write_evaluation
 
     if out is None and len(profiles) > 1:
-        from cytolens.errors import OptionError
+        from cytolens.core.errors import OptionError
 
         raise OptionError("give --out when evaluating several profiles folders")
     result = write_evaluation(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cytolens.errors import CytolensError, check_choice
+from cytolens.core.errors import CytolensError, check_choice
 
 __all__ = ["MAD_TO_STD", "NORMALIZATIONS", "fit_whitening", "plate_dmso_statistics"]
 

@@ -35,10 +35,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cytolens.atomic import atomic_path, write_text_atomic
+from cytolens.core.atomic import atomic_path, write_text_atomic
 from cytolens.engine import EngineOptions, Runtime, configure_threads, launch
-from cytolens.errors import CytolensError, OptionError
-from cytolens.profile.cell_store import CellStore
+from cytolens.core.errors import CytolensError, OptionError
+from cytolens.profile.crops.cell_store import CellStore
 from cytolens.profile.profiles import PROFILE_JSON, SINGLE_CELLS
 
 __all__ = ["DEFAULT_RANDOM_CONFIG", "Embedder", "embed", "resolve_embedder"]
@@ -129,7 +129,7 @@ def resolve_embedder(run: str | Path | None = None, features: str | None = None,
     if choice == "gan":
         if run is None:
             raise OptionError("`--features gan` needs a run folder written by 'cytolens profile train'")
-        from cytolens.profile.gan import load_feature_extractor
+        from cytolens.profile.gan.models import load_feature_extractor
 
         run = Path(run)
         extractor = load_feature_extractor(run, device=device)
@@ -144,7 +144,7 @@ def resolve_embedder(run: str | Path | None = None, features: str | None = None,
             identity={"kind": "gan", "run": str(run.resolve()), "checkpoint_sha1": _file_digest(checkpoint)},
         )
     if choice == "random" or choice.startswith("random:"):
-        from cytolens.profile.gan import random_feature_extractor
+        from cytolens.profile.gan.models import random_feature_extractor
 
         config = choice.partition(":")[2]
         if not config:

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cytolens.atomic import write_text_atomic
-from cytolens.errors import CytolensError
+from cytolens.core.atomic import write_text_atomic
+from cytolens.core.errors import CytolensError
 from cytolens.profile.moa import MEASURES, NSCB_DROPPED_MOAS, PROTOCOLS, MoaResult, evaluate_moa
 from cytolens.profile.profiles import PROFILE_JSON, TREATMENTS
 from cytolens.report.figures import save_figure

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from cytolens.atomic import atomic_path, write_text_atomic
-from cytolens.errors import CytolensError, check_choice
-from cytolens.profile.gan import GAN, load_gan, tensor_to_images
-from cytolens.profile.gan_figures import plot_image_strips, save_image_grid
+from cytolens.core.atomic import atomic_path, write_text_atomic
+from cytolens.core.errors import CytolensError, check_choice
+from cytolens.profile.gan.models import GAN, load_gan, tensor_to_images
+from cytolens.profile.gan.figures import plot_image_strips, save_image_grid
 from cytolens.report.figures import plt
 from cytolens.report.figures import save_figure
 
@@ -324,7 +324,7 @@ def _plot_attribute_checks(table: pd.DataFrame, path: Path, *, title: str) -> Pa
 
 def _real_cells(run: Path, n: int, seed: int) -> np.ndarray | None:
     # The store a run trained on, if done.json names it and it is still there: for side-by-side figures.
-    from cytolens.profile.cell_store import CellStore
+    from cytolens.profile.crops.cell_store import CellStore
 
     try:
         path = Path(json.loads((run / "done.json").read_text(encoding="utf-8"))["cells_path"])

@@ -1,7 +1,7 @@
 """Classical CellProfiler-like features of single-cell crops: the baseline every learned profile is compared with.
 
 A crop (96 × 96 × 3, channels DNA, tubulin, actin in [0, 1], centred on one cell) becomes one row of named
-numbers. Each crop is first segmented into nucleus, cell and cytoplasm (:mod:`cytolens.profile.crop_masks`).
+numbers. Each crop is first segmented into nucleus, cell and cytoplasm (:mod:`cytolens.profile.crops.masks`).
 
 Names follow CellProfiler, ``Compartment_Category_Feature[_Channel][_Parameter]``, with channels ``DNA``,
 ``Tubulin`` and ``Actin``:
@@ -53,8 +53,8 @@ from numpy.typing import NDArray
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
-from cytolens.errors import OptionError
-from cytolens.profile.crop_masks import CROSS, SQUARE, as_uint8_crops, safe_divide, segment_crops, segment_planes
+from cytolens.core.errors import OptionError
+from cytolens.profile.crops.masks import CROSS, SQUARE, as_uint8_crops, safe_divide, segment_crops, segment_planes
 
 __all__ = [
     "CHANNEL_NAMES",

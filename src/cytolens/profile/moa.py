@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cytolens.errors import CytolensError, check_choice
+from cytolens.core.errors import CytolensError, check_choice
 from cytolens.profile.profiles import CONTROL, feature_columns
-from cytolens.stats import proportion_interval
+from cytolens.evaluation.stats import proportion_interval
 
 __all__ = [
     "NSCB_DROPPED_MOAS",

@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from cytolens.atomic import atomic_path, write_text_atomic
-from cytolens.errors import CytolensError, check_choice
+from cytolens.core.atomic import atomic_path, write_text_atomic
+from cytolens.core.errors import CytolensError, check_choice
 from cytolens.profile.dmso_normalisation import NORMALIZATIONS, fit_whitening, plate_dmso_statistics
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Evaluation figures: confusion matrix, reliability diagram, learning curves, accuracy with intervals.
 
-Each function writes one PNG atomically (see :func:`cytolens.atomic.atomic_path`), closes its figure and
-returns the written path. Inputs come from :mod:`cytolens.stats` or from a training history table.
+Each function writes one PNG atomically (see :func:`cytolens.core.atomic.atomic_path`), closes its figure and
+returns the written path. Inputs come from :mod:`cytolens.evaluation.stats` or from a training history table.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cytolens.errors import OptionError  # noqa: E402
+from cytolens.core.errors import OptionError  # noqa: E402
 from cytolens.report.figures import save_figure  # noqa: E402
 
 __all__ = ["plot_accuracy_table", "plot_confusion_matrix", "plot_learning_curves", "plot_reliability_diagram"]
@@ -57,7 +57,7 @@ def plot_confusion_matrix(
     Parameters
     ----------
     matrix : (K, K) array-like of int
-        Counts with rows = true class, columns = predicted class (see :func:`cytolens.stats.confusion_matrix`).
+        Counts with rows = true class, columns = predicted class (see :func:`cytolens.evaluation.stats.confusion_matrix`).
     class_names : sequence of str
         K names, used for both axes.
     out_path : str or Path
@@ -113,7 +113,7 @@ def plot_reliability_diagram(
     Parameters
     ----------
     curve : pandas.DataFrame
-        Output of :func:`cytolens.calibration.reliability_curve` (columns ``bin_lower``, ``bin_upper``, ``count``,
+        Output of :func:`cytolens.evaluation.calibration.reliability_curve` (columns ``bin_lower``, ``bin_upper``, ``count``,
         ``mean_confidence``, ``accuracy``).
     out_path : str or Path
         PNG file to write.
@@ -211,7 +211,7 @@ def plot_accuracy_table(
     ----------
     table : pandas.DataFrame
         Long table with columns ``task``, ``method``, ``accuracy``, ``ci_low``, ``ci_high`` (one row per task
-        and method; e.g. Wilson intervals from :func:`cytolens.stats.proportion_interval`). Tasks and methods
+        and method; e.g. Wilson intervals from :func:`cytolens.evaluation.stats.proportion_interval`). Tasks and methods
         keep their order of first appearance; a missing (task, method) pair leaves a gap.
     out_path : str or Path
         PNG file to write.

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cytolens.atomic import atomic_path  # noqa: E402
-from cytolens.io import normalize_intensity, read_image, to_grayscale  # noqa: E402
+from cytolens.core.atomic import atomic_path  # noqa: E402
+from cytolens.data.io import normalize_intensity, read_image, to_grayscale  # noqa: E402
 
 
 def save_figure(fig: Any, path: str | Path, *, dpi: int = 110, **savefig_options: Any) -> Path:

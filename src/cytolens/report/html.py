@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cytolens.atomic import write_text_atomic
+from cytolens.core.atomic import write_text_atomic
 
 #: At most this many images per gallery, so a report on a large run stays small.
 MAX_IMAGES_PER_GALLERY = 12

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cytolens.errors import OptionError, check_choice
-from cytolens.transforms import DIHEDRAL_SIZE, dihedral
+from cytolens.core.errors import OptionError, check_choice
+from cytolens.data.transforms import DIHEDRAL_SIZE, dihedral
 
 __all__ = [
     "BORDER_MODES",
@@ -58,7 +58,7 @@ def _check_pair(image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def apply_dihedral(image: np.ndarray, label: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the same symmetry of the square (see :func:`cytolens.transforms.dihedral`) to both arrays.
+    """Apply the same symmetry of the square (see :func:`cytolens.data.transforms.dihedral`) to both arrays.
 
     Parameters
     ----------

@@ -43,8 +43,9 @@ from scipy.optimize import linear_sum_assignment
 from skimage.measure import label as label_components
 from skimage.segmentation import watershed
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.labels import BACKGROUND, CYTOPLASM, NUCLEUS
+from cytolens.core.validation import check_int
 
 #: 8-connectivity in 2-D, used for nuclei, cell-mask components and the watershed alike, so that a pixel
 #: joined to its component only diagonally is still reached by the flood.
@@ -70,12 +71,6 @@ def _check_class_labels(labels: Any) -> NDArray[np.integer]:
             f"got maximum {int(array.max())}."
         )
     return array
-
-
-def _check_area(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise OptionError(f"`{name}` must be a non-negative integer (pixels), got {value!r}.")
-    return int(value)
 
 
 def _border_ids(image: NDArray[np.integer]) -> NDArray[np.integer]:
@@ -130,8 +125,8 @@ def split_cells(
         If ``labels`` is not a 2-D integer image with values 0..2, or an area or ``compactness`` is negative.
     """
     labels = _check_class_labels(labels)
-    min_nucleus_area = _check_area("min_nucleus_area", min_nucleus_area)
-    min_cell_area = _check_area("min_cell_area", min_cell_area)
+    min_nucleus_area = check_int("min_nucleus_area", min_nucleus_area, low=0)
+    min_cell_area = check_int("min_cell_area", min_cell_area, low=0)
     if isinstance(compactness, bool) or not isinstance(compactness, (int, float, np.number)) or not (
         np.isfinite(compactness) and compactness >= 0
     ):

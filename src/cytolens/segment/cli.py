@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cytolens.console import console, progress_bar
-from cytolens.engine.options import (
+from cytolens.core.console import console, progress_bar
+from cytolens.cli.options import (
     AcceleratorOption, DeterministicOption, DevicesOption, NumNodesOption, PrecisionOption, engine_options,
 )
 
@@ -26,7 +26,7 @@ def labels(
 
     Where ROOT/truth/ exists (simulated data), the agreement with the truth is reported.
     """
-    from cytolens.errors import check_choice
+    from cytolens.core.errors import check_choice
     from cytolens.segment.labels import CLASS_NAMES, LABEL_METHODS, derive_label_folder, fluorescence_pairs
 
     check_choice("method", method, LABEL_METHODS)
@@ -68,12 +68,12 @@ def train(
 
     Folds train one after another, each over all --devices processes (every batch split between them).
     """
-    from cytolens.config import load_config
-    from cytolens.layouts import parse_class_list
+    from cytolens.core.config import load_config
+    from cytolens.data.layouts import parse_class_list
     from cytolens.segment.config import SegmentConfig
     from cytolens.segment.evaluate import table1, table1_markdown
     from cytolens.segment.predict import load_segment_run
-    from cytolens.segment.protocol import run_training
+    from cytolens.segment.training import run_training
 
     settings = load_config(config, SegmentConfig, classes=parse_class_list(classes) if classes else None, seed=seed)
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
@@ -108,7 +108,7 @@ def predict(
 
     With --devices N the images are shared out among N processes; the output equals a single process's.
     """
-    from cytolens.errors import check_choice
+    from cytolens.core.errors import check_choice
     from cytolens.segment.predict import find_input_images, load_segment_run, predict_images
 
     if model is not None:
@@ -142,7 +142,7 @@ def evaluate(
     Training images are scored only out-of-fold (by the model that did not train on them); new images by the
     run's final model.
     """
-    from cytolens.label_pairs import scan_image_label_pairs
+    from cytolens.data.label_pairs import scan_image_label_pairs
     from cytolens.segment.evaluate import evaluate_run
     from cytolens.segment.predict import load_segment_run
 
@@ -173,7 +173,7 @@ def curves(
     ] = None,
 ) -> None:
     """Training loss and validation mean dice of several runs against the number of training patches seen."""
-    from cytolens.errors import OptionError
+    from cytolens.core.errors import OptionError
     from cytolens.segment.curves import plot_training_curves, training_curves
 
     names = [name.strip() for name in labels.split(",")] if labels else [run.name for run in runs]

@@ -13,9 +13,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cytolens.config import StrictModel
+from cytolens.core.config import StrictModel
 from cytolens.engine.config import ExperimentConfig
-from cytolens.intensity import IntensityConfig
+from cytolens.data.intensity import IntensityConfig
 from cytolens.segment.augment import BORDER_MODES, Augmenter
 
 __all__ = ["AugmentationConfig", "InferenceConfig", "SegmentConfig"]
@@ -123,7 +123,7 @@ class SegmentConfig(ExperimentConfig):
     @field_validator("model")
     @classmethod
     def _registered_model(cls, value: str) -> str:
-        from cytolens.errors import OptionError, check_choice
+        from cytolens.core.errors import OptionError, check_choice
         from cytolens.segment.models import list_segmentation_models
 
         try:

@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cytolens.atomic import atomic_path  # noqa: E402
-from cytolens.errors import LayoutError  # noqa: E402
+from cytolens.core.atomic import atomic_path  # noqa: E402
+from cytolens.core.errors import LayoutError  # noqa: E402
 from cytolens.report.figures import save_figure  # noqa: E402
 
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.models import PAPER_RECIPE, SegmentationModel, register_segmentation_model
 
 __all__ = ["DeepLabV3Plus", "SeparableConv", "XceptionBlock", "deeplabv3plus_xception65"]

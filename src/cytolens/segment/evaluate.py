@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cytolens.atomic import write_text_atomic
-from cytolens.datacheck import check_label_pairs
+from cytolens.core.atomic import write_text_atomic
+from cytolens.data.datacheck import check_label_pairs
 from cytolens.engine import file_sha1
-from cytolens.errors import CytolensError
+from cytolens.core.errors import CytolensError
 from cytolens.segment.inference import predict_tiled_labels
 from cytolens.segment.metrics import evaluate_images, scores_from_confusion
 from cytolens.segment.predict import FoldEnsemble, SegmentRun, final_model, load_models, load_segment_run
@@ -66,7 +66,7 @@ def table1(run: SegmentRun, evaluation: dict[str, Any] | None = None) -> pd.Data
         Columns ``quantity``, ``paper``, ``ours``, ``how ours is computed``.
     """
     from cytolens.segment.models import count_parameters
-    from cytolens.segment.protocol import new_model
+    from cytolens.segment.training import new_model
 
     config = run.config
     paper = PAPER_TABLE1.get(config.model, {})
@@ -167,7 +167,7 @@ def evaluate_run(
     CytolensError
         If a pair is unusable, or no image can be scored without leakage.
     """
-    from cytolens.segment.protocol import read_input, read_labels
+    from cytolens.segment.training import read_input, read_labels
 
     loaded = load_segment_run(run)
     config = loaded.config

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cytolens.atomic import atomic_path
-from cytolens.errors import OptionError
-from cytolens.transforms import DIHEDRAL_SIZE
+from cytolens.core.atomic import atomic_path
+from cytolens.core.errors import OptionError
+from cytolens.data.transforms import DIHEDRAL_SIZE
+from cytolens.core.validation import check_int
 
 __all__ = ["predict_tiled", "predict_tiled_labels"]
 
@@ -37,12 +38,6 @@ Progress = Callable[[int, int], None]
 #: Weight of a tile's pixels next to an inner tile border: positive, so the summed weights are never zero.
 _WEIGHT_FLOOR = 1e-6
 
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise OptionError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -97,14 +92,14 @@ def _model_device(model: torch.nn.Module, device: str | torch.device | None) -> 
 
 
 def _dihedral_tensor(batch: torch.Tensor, index: int) -> torch.Tensor:
-    """:func:`~cytolens.transforms.dihedral` on the device, for ``(B, C, h, w)`` tensors."""
+    """:func:`~cytolens.data.transforms.dihedral` on the device, for ``(B, C, h, w)`` tensors."""
     if index >= 4:
         batch = torch.flip(batch, dims=(3,))
     return torch.rot90(batch, k=-(index % 4), dims=(2, 3))
 
 
 def _inverse_dihedral_tensor(batch: torch.Tensor, index: int) -> torch.Tensor:
-    """:func:`~cytolens.transforms.inverse_dihedral` on the device, for ``(B, C, h, w)`` tensors."""
+    """:func:`~cytolens.data.transforms.inverse_dihedral` on the device, for ``(B, C, h, w)`` tensors."""
     batch = torch.rot90(batch, k=index % 4, dims=(2, 3))
     return torch.flip(batch, dims=(3,)) if index >= 4 else batch
 
@@ -162,15 +157,15 @@ def _iter_bands(
         raise OptionError(f"`image` must have shape (H, W) or (H, W, C), got shape {image.shape}")
     if image.dtype != np.float32:
         raise OptionError(f"`image` must be float32 (normalised network input), got {image.dtype}")
-    num_classes = _check_int("num_classes", num_classes, 1)
-    input_multiple = _check_int("input_multiple", input_multiple, 1)
-    tile = _check_int("tile", tile, 1)
+    num_classes = check_int("num_classes", num_classes, low=1)
+    input_multiple = check_int("input_multiple", input_multiple, low=1)
+    tile = check_int("tile", tile, low=1)
     if tile % input_multiple:
         raise OptionError(f"`tile` must be a multiple of `input_multiple`={input_multiple}, got {tile}")
-    overlap = _check_int("overlap", overlap, 0)
+    overlap = check_int("overlap", overlap, low=0)
     if 2 * overlap > tile:
         raise OptionError(f"`overlap` must be at most half the tile ({tile // 2}), got {overlap}")
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, low=1)
 
     source = image if image.ndim == 3 else image[..., np.newaxis]
     height, width = source.shape[:2]
@@ -242,7 +237,7 @@ _TILING_DOC = """
         Tiles per forward pass; memory grows with it.
     tta : bool, optional
         Average the softmax over the 8 rotations/flips of each tile (each mapped back with
-        :func:`~cytolens.transforms.inverse_dihedral`); 8 times slower.
+        :func:`~cytolens.data.transforms.inverse_dihedral`); 8 times slower.
     input_multiple : int, optional
         The network's input height and width must be multiples of this (32 for five poolings).
     device : str or torch.device, optional
@@ -276,7 +271,7 @@ def predict_tiled(
         :func:`predict_tiled_labels`, which does not hold this array in memory.
     """
     image = np.asarray(image)
-    num_classes = _check_int("num_classes", num_classes, 1)
+    num_classes = check_int("num_classes", num_classes, low=1)
     out = np.empty((num_classes,) + image.shape[:2], dtype=np.float32)
     for start, stop, band in _iter_bands(
         model, image, num_classes=num_classes, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
@@ -320,7 +315,7 @@ def predict_tiled_labels(
         The most probable class of every pixel; equals ``predict_tiled(...).argmax(0)``.
     """
     image = np.asarray(image)
-    num_classes = _check_int("num_classes", num_classes, 1)
+    num_classes = check_int("num_classes", num_classes, low=1)
     height, width = image.shape[:2]
     labels = np.empty((height, width), dtype=np.uint8 if num_classes <= 256 else np.uint16)
     bands = _iter_bands(

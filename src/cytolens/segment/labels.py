@@ -38,8 +38,8 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import ndimage as ndi
 
-from cytolens.errors import LayoutError, OptionError, check_choice
-from cytolens.io import iter_image_files, read_image, write_tiff
+from cytolens.core.errors import LayoutError, OptionError, check_choice
+from cytolens.data.io import iter_image_files, read_image, write_tiff
 
 LABEL_METHODS: tuple[str, ...] = ("gmm", "otsu")
 CLASS_NAMES: tuple[str, ...] = ("background", "nucleus", "cytoplasm")

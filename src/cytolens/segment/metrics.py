@@ -47,15 +47,10 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
+from cytolens.core.validation import check_int
 
 Scores = dict[str, Any]
-
-
-def _check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise OptionError(f"`num_classes` must be a positive integer, got {num_classes!r}.")
-    return int(num_classes)
 
 
 def _check_label_image(name: str, image: Any, num_classes: int) -> NDArray[np.int64]:
@@ -84,7 +79,7 @@ def pixel_confusion(truth: Any, predicted: Any, *, num_classes: int) -> NDArray[
     -------
     (K, K) ndarray of int64
         ``matrix[i, j]`` = number of pixels of true class ``i`` predicted as ``j`` (rows = truth, columns =
-        prediction, as :func:`cytolens.stats.confusion_matrix`).
+        prediction, as :func:`cytolens.evaluation.stats.confusion_matrix`).
 
     Raises
     ------
@@ -92,7 +87,7 @@ def pixel_confusion(truth: Any, predicted: Any, *, num_classes: int) -> NDArray[
         If the shapes differ, a dtype is not integer, a value is outside ``0..num_classes-1`` or ``num_classes``
         is not a positive integer.
     """
-    num_classes = _check_num_classes(num_classes)
+    num_classes = check_int("num_classes", num_classes, low=1)
     truth_shape, predicted_shape = np.shape(truth), np.shape(predicted)
     if truth_shape != predicted_shape:
         raise OptionError(f"`truth` and `predicted` must have the same shape, got {truth_shape} and {predicted_shape}.")

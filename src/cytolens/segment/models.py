@@ -2,7 +2,7 @@
 
 Every model maps a float32 batch ``(N, in_chans, H, W)`` to raw logits ``(N, num_classes, H, W)`` at the input's
 size; the softmax lives in the loss. ``H`` and ``W`` must be multiples of the model's ``input_multiple`` (the
-product of its down-sampling strides), checked in ``forward`` with an :class:`~cytolens.errors.OptionError`.
+product of its down-sampling strides), checked in ``forward`` with an :class:`~cytolens.core.errors.OptionError`.
 Nothing here downloads weights.
 
 >>> model = create_segmentation_model("fcdensenet103", num_classes=3)
@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from cytolens.engine.parameters import count_parameters, l2_penalty
-from cytolens.errors import OptionError
-from cytolens.registry import Registry
+from cytolens.core.errors import OptionError
+from cytolens.core.registry import Registry
 
 __all__ = [
     "PAPER_PARAMETERS", "PAPER_RECIPE", "SEGMENTATION_MODELS", "SegmentationModel", "count_parameters",

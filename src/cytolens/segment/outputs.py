@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cytolens.errors import OptionError, check_choice
-from cytolens.io import normalize_intensity, to_grayscale, write_png, write_tiff
+from cytolens.core.errors import OptionError, check_choice
+from cytolens.data.io import normalize_intensity, to_grayscale, write_png, write_tiff
 
 __all__ = ["DEFAULT_CLASS_COLORS", "write_segmentation"]
 

@@ -32,10 +32,10 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from cytolens.atomic import write_text_atomic
+from cytolens.core.atomic import write_text_atomic
 from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_checkpoint, load_run
-from cytolens.errors import CytolensError
-from cytolens.io import normalize_intensity, write_tiff
+from cytolens.core.errors import CytolensError
+from cytolens.data.io import normalize_intensity, write_tiff
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import predict_tiled_labels
 from cytolens.segment.outputs import write_segmentation
@@ -67,7 +67,7 @@ def load_segment_run(run: str | Path) -> SegmentRun:
     CytolensError
         If ``run`` is not a segmentation run folder or has no finished fold.
     """
-    from cytolens.segment.protocol import checkpoint_path, fold_folder
+    from cytolens.segment.training import checkpoint_path, fold_folder
 
     run = Path(run)
     config = load_run(run, "segment", SegmentConfig).config
@@ -91,7 +91,7 @@ def default_device() -> torch.device:
 
 def load_models(run: SegmentRun, folds: list[int], device: torch.device | None = None) -> list[nn.Module]:
     """The best-validation networks of ``folds``, in eval mode on ``device`` (default :func:`default_device`)."""
-    from cytolens.segment.protocol import checkpoint_path, new_model
+    from cytolens.segment.training import checkpoint_path, new_model
 
     device = device or default_device()
     models = []
@@ -147,8 +147,8 @@ def final_model(run: SegmentRun, which: str | None = None,
 
 def find_input_images(images: str | Path) -> list[Path]:
     """Image files to segment: one file, a dataset root (its ``images/`` or ``brightfield/``), or any folder."""
-    from cytolens.io import find_image_files
-    from cytolens.label_pairs import IMAGE_FOLDERS
+    from cytolens.data.io import find_image_files
+    from cytolens.data.label_pairs import IMAGE_FOLDERS
 
     images = Path(images)
     for name in IMAGE_FOLDERS:
@@ -286,7 +286,7 @@ def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tt
                       probabilities: bool, cells: bool, which: str | None, pixel_size_um: float | None,
                       progress: Callable[[int], None] | None) -> Predictions:
     from cytolens.segment.cells import cell_table, split_cells
-    from cytolens.segment.protocol import read_input
+    from cytolens.segment.training import read_input
 
     loaded = load_segment_run(run)
     config = loaded.config

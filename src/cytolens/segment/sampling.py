@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.augment import Augmenter
+from cytolens.core.validation import check_int
 
 __all__ = ["ClassPixels", "PatchDataset", "PatchRef", "extract_patch", "sample_balanced_patches", "shift_ref"]
 
@@ -44,12 +45,6 @@ class PatchRef:
     class_index: int = -1
     row: int = -1
     col: int = -1
-
-
-def _check_positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise OptionError(f"`{name}` must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_labels(labels: np.ndarray, index: int, num_classes: int) -> np.ndarray:
@@ -92,8 +87,8 @@ class ClassPixels:
     """
 
     def __init__(self, labels: Sequence[np.ndarray], *, num_classes: int, patch_size: int, margin: int = 0) -> None:
-        num_classes = _check_positive("num_classes", num_classes)
-        patch_size = _check_positive("patch_size", patch_size)
+        num_classes = check_int("num_classes", num_classes, low=1)
+        patch_size = check_int("patch_size", patch_size, low=1)
         if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
             raise OptionError(f"`margin` must be a non-negative integer, got {margin!r}")
         if len(labels) == 0:
@@ -234,7 +229,7 @@ def extract_patch(array: np.ndarray, ref: PatchRef, patch_size: int) -> np.ndarr
         A C-contiguous copy with the dtype of ``array``.
     """
     array = np.asarray(array)
-    patch_size = _check_positive("patch_size", patch_size)
+    patch_size = check_int("patch_size", patch_size, low=1)
     if array.ndim not in (2, 3):
         raise OptionError(f"`array` must have shape (H, W) or (H, W, C), got shape {array.shape}")
     height, width = array.shape[:2]
@@ -316,8 +311,8 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                 raise OptionError(f"image {i} must be float32 (normalise it first), got {image.dtype}")
         self.images = list(images)
         self.labels = list(labels)
-        self.patches_per_epoch = _check_positive("patches_per_epoch", patches_per_epoch)
-        self.patch_size = _check_positive("patch_size", patch_size)
+        self.patches_per_epoch = check_int("patches_per_epoch", patches_per_epoch, low=1)
+        self.patch_size = check_int("patch_size", patch_size, low=1)
         self.augment = augment
         self.seed = int(seed)
         self.pixels = ClassPixels(labels, num_classes=num_classes, patch_size=patch_size, margin=margin)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cytolens.errors import OptionError
+from cytolens.core.errors import OptionError
 from cytolens.segment.models import PAPER_RECIPE, SegmentationModel, register_segmentation_model
 
 __all__ = ["FCDenseNet", "fcdensenet103"]

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from cytolens.errors import OptionError, check_choice
+from cytolens.core.errors import OptionError, check_choice
 from cytolens.segment.models import PAPER_RECIPE, SegmentationModel, register_segmentation_model
 
 __all__ = ["BATCH_NORM_CHOICES", "UNet", "unet"]

@@ -6,8 +6,8 @@ fields of adherent HeLa-like cells at 20x as bright-field, DAPI and whole-cell-s
 masks (MIDL 2019).
 """
 
-from cytolens.synthetic.brightfield import CHANNELS, simulate_brightfield_dataset, simulate_field
-from cytolens.synthetic.microtubules import (
+from cytolens.synthetic.brightfield.simulate import CHANNELS, simulate_brightfield_dataset, simulate_field
+from cytolens.synthetic.microtubules.simulate import (
     MICROTUBULE_CLASSES,
     simulate_cell,
     simulate_microtubule_dataset,

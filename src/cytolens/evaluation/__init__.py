@@ -1,0 +1,1 @@
+"""Statistics every capability reports with: binomial intervals, paired tests, calibration."""

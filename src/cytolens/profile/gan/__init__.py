@@ -1,0 +1,1 @@
+"""CytoGAN's GANs: the networks, their losses, configs, training batches, training and figures."""
