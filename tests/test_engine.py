@@ -17,8 +17,8 @@ import torch
 from engine_toy import fit_toy
 
 from cytolens.engine import (
-    EngineOptions, ExperimentConfig, RunFolder, launch, load_checkpoint, load_run, resolve_precision, run_kind,
-    save_checkpoint, shard_bounds,
+    EngineOptions, ExperimentConfig, RunFolder, create_optimizer, launch, load_checkpoint, load_run, resolve_precision,
+    run_kind, save_checkpoint, shard_bounds,
 )
 from cytolens.engine import precision as precision_module
 from cytolens.core.errors import CytolensError, OptionError
@@ -239,3 +239,14 @@ def test_toy_fit_on_a_gpu_in_bf16(tmp_path: Path) -> None:
     result = launch(fit_toy, EngineOptions(accelerator="cuda", precision="bf16-mixed"), tmp_path / "gpu.pt", 3)
     assert result["precision"] == "bf16-mixed"
     assert result["epochs"][-1]["val_accuracy"] >= 0.75
+
+
+@pytest.mark.parametrize("name, kind", [("nadam", torch.optim.NAdam), ("adam", torch.optim.Adam),
+                                        ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
+def test_one_optimiser_factory(name: str, kind: type) -> None:
+    optimizer = create_optimizer(torch.nn.Linear(2, 2).parameters(), name, lr=0.01, betas=(0.5, 0.999))
+    assert isinstance(optimizer, kind) and optimizer.param_groups[0]["lr"] == 0.01
+    if name == "nadam":  # Keras' Nadam schedule_decay
+        assert optimizer.param_groups[0]["momentum_decay"] == 0.004
+    with pytest.raises(OptionError, match="optimizer"):
+        create_optimizer(torch.nn.Linear(2, 2).parameters(), "adamax", lr=0.01)

@@ -16,11 +16,12 @@ from torch import nn
 
 from cytolens.classify.config import TrainingConfig
 from cytolens.engine import FitLoop, FitResult, LoopSettings, Position, Runtime, TrainTask, derive_seed
+from cytolens.engine.optimizers import create_optimizer
 from cytolens.engine.parameters import l2_penalty
 from cytolens.core.errors import OptionError
 from cytolens.data.transforms import DIHEDRAL_SIZE, dihedral
 
-__all__ = ["ClassifierFit", "ClassifierTask", "HISTORY_COLUMNS", "fit_classifier", "make_optimizer", "predict_proba"]
+__all__ = ["ClassifierFit", "ClassifierTask", "HISTORY_COLUMNS", "fit_classifier", "predict_proba"]
 
 #: The per-epoch history a unit records (``history.csv``; the learning-curve figures read it).
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"]
@@ -35,18 +36,6 @@ class ClassifierFit:
     best_epoch: int
     best_val_accuracy: float
     result: FitResult
-
-
-def make_optimizer(model: nn.Module, training: TrainingConfig) -> torch.optim.Optimizer:
-    """The optimiser a config names. NAdam's ``momentum_decay=0.004`` is Keras' Nadam ``schedule_decay``."""
-    params = model.parameters()
-    if training.optimizer == "nadam":
-        return torch.optim.NAdam(params, lr=training.lr, weight_decay=training.weight_decay, momentum_decay=0.004)
-    if training.optimizer == "adam":
-        return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay)
-    if training.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
-    return torch.optim.SGD(params, lr=training.lr, momentum=0.9, weight_decay=training.weight_decay)
 
 
 class ClassifierTask(TrainTask):
@@ -78,7 +67,9 @@ class ClassifierTask(TrainTask):
         self.train_y = np.asarray(train_y, dtype=np.int64)
         self.val_y = np.asarray(val_y, dtype=np.int64)
         self.net = model
-        self.model, self.optimizer = runtime.setup(model, make_optimizer(model, training))
+        optimizer = create_optimizer(model.parameters(), training.optimizer, lr=training.lr,
+                                     weight_decay=training.weight_decay)
+        self.model, self.optimizer = runtime.setup(model, optimizer)
         # Image-weighted training loss and correct predictions of the epoch so far (this rank's share).
         self.sums = np.zeros(3, dtype=np.float64)  # loss × images, correct, images
 

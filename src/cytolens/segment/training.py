@@ -38,6 +38,7 @@ from torch import nn
 from cytolens.core.atomic import write_text_atomic
 from cytolens.core.console import console
 from cytolens.data.datacheck import check_label_pairs
+from cytolens.engine.optimizers import create_optimizer
 from cytolens.engine import (
     EngineOptions, FitLoop, LoopSettings, Position, RunFolder, Runtime, TrainTask, configure_threads,
     data_fingerprint, derive_seed, file_sha1, launch, save_checkpoint,
@@ -294,7 +295,7 @@ class SegmentTask(TrainTask):
             )
         self.val_images, self.val_labels = val
         self.net = new_model(config, seed)
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        optimizer = create_optimizer(self.net.parameters(), "adam", lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halving_epochs, gamma=0.5)
         self.model, self.optimizer = runtime.setup(self.net, optimizer)
         self.loss_fn = nn.CrossEntropyLoss()

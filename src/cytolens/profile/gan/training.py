@@ -32,6 +32,7 @@ import torch
 
 from cytolens.core.atomic import write_text_atomic
 from cytolens.core.console import console
+from cytolens.engine.optimizers import create_optimizer
 from cytolens.engine import (
     EngineOptions, FitLoop, FitResult, LoopSettings, Position, RunFolder, Runtime, TrainTask, configure_threads,
     data_fingerprint, derive_seed, launch, seed_everything,
@@ -98,8 +99,8 @@ class GanTask(TrainTask):
         self.d_net = gan.discriminator.to(memory_format=self.memory_format).train()
         recipe = config.recipe()
         betas = tuple(recipe["betas"])  # type: ignore[arg-type]
-        opt_d = torch.optim.Adam(self.d_net.parameters(), lr=float(recipe["lr_discriminator"]), betas=betas)
-        opt_g = torch.optim.Adam(self.g_net.parameters(), lr=float(recipe["lr_generator"]), betas=betas)
+        opt_d = create_optimizer(self.d_net.parameters(), "adam", lr=float(recipe["lr_discriminator"]), betas=betas)
+        opt_g = create_optimizer(self.g_net.parameters(), "adam", lr=float(recipe["lr_generator"]), betas=betas)
         self.g, self.opt_g = runtime.setup(self.g_net, opt_g)
         self.d, self.opt_d = runtime.setup(self.d_net, opt_d)
         self.fixed_noise = torch.randn(config.sample_count, gan.noise_size,
