@@ -65,3 +65,13 @@ def test_report_command_writes_the_page_and_names_a_bad_folder(tmp_path: Path, c
         code = exit_.code
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing" in err
+
+
+def test_a_run_folder_shows_the_section_its_run_json_names(tmp_path: Path) -> None:
+    root = _demo_like_folder(tmp_path / "demo")
+    # A segment run that also holds a table_iv.csv (copied in by hand) is still a segment run, not a classify one.
+    (root / "segment" / "table_iv.csv").write_text((root / "classify" / "table_iv.csv").read_text())
+    (root / "segment" / "run.json").write_text(json.dumps({"kind": "segment"}))
+    assert [section.key for section in collect_sections(root / "segment")] == ["segment"]
+    (root / "segment" / "run.json").write_text(json.dumps({"kind": "classify"}))
+    assert [section.key for section in collect_sections(root / "segment")] == ["classify"]

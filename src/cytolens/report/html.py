@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from cytolens.core.atomic import write_text_atomic
+from cytolens.engine.run_folder import RUN_FILE, run_kind
 
 #: At most this many images per gallery, so a report on a large run stays small.
 MAX_IMAGES_PER_GALLERY = 12
@@ -136,6 +137,8 @@ def _experts_section(folder: Path) -> Section | None:
 _FINDERS = (_classify_section, _segment_section, _profile_section, _experts_section)
 # Where each capability's outputs sit in a demo folder; a capability's own run folder is searched too.
 _SUBFOLDERS = {"classify": "classify", "segment": "segment", "profile": "profile", "experts": "experts"}
+# The section each kind of run folder (cytolens.engine.run_folder) shows.
+_RUN_SECTIONS = {"classify": "classify", "segment": "segment", "profile-gan": "profile"}
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -157,13 +160,26 @@ figure img {{ max-width: 100%; border: 1px solid #ddd; }} figcaption {{ font-siz
 """
 
 
+def _section_of_run(folder: Path) -> str | None:
+    """The section a run folder belongs to, from the kind its ``run.json`` records (None: not a run folder)."""
+    if not (folder / RUN_FILE).is_file():
+        return None
+    return _RUN_SECTIONS.get(run_kind(folder), "")
+
+
 def collect_sections(folder: str | Path) -> list[Section]:
-    """Find the sections a run folder (or a demo folder with one subfolder per capability) can show."""
+    """Find the sections a run folder (or a demo folder with one subfolder per capability) can show.
+
+    A run folder shows only its own kind's section (its ``run.json`` says which); other folders (the demo's,
+    an evaluation's) are searched for each capability's outputs.
+    """
     folder = Path(folder)
     sections: list[Section] = []
     for finder in _FINDERS:
         key = finder.__name__.strip("_").removesuffix("_section")
         for candidate in (folder / _SUBFOLDERS[key], folder):
+            if _section_of_run(candidate) not in (None, key):
+                continue
             section = finder(candidate)
             if section is not None:
                 sections.append(section)
