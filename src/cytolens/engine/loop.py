@@ -53,7 +53,8 @@ class TrainTask:
         """Draw the batch of ``position`` (this rank's share), update the model, return the step's numbers.
 
         The record may hold ``samples`` (images seen by all ranks together) and ``data_seconds`` (time spent
-        waiting for the batch); every other value is averaged into the epoch's and the log's rows.
+        waiting for the batch); every other value (a number, or a 0-d tensor left on the device so the step
+        needs no host sync) is averaged into the epoch's and the log's rows.
         """
         raise NotImplementedError  # pragma: no cover
 
@@ -213,7 +214,8 @@ class FitLoop:
         if self.runtime.is_main:
             payload = {
                 "format": "cytolens-fit/1",
-                "loop": {k: v for k, v in state.items() if k not in ("epochs", "steps_log", "best_state")},
+                "loop": {**{k: v for k, v in state.items() if k not in ("epochs", "steps_log", "best_state")},
+                         "epoch_sums": _as_floats(state["epoch_sums"]), "log_sums": _as_floats(state["log_sums"])},
                 # History rows are JSON text: any value a row holds survives weights_only loading.
                 "history": json.dumps({"epochs": state["epochs"], "steps_log": state["steps_log"]}),
                 "best_state": state["best_state"] or {},
@@ -372,7 +374,7 @@ class FitLoop:
 
     def _means(self, state: dict[str, Any], which: str) -> dict[str, float]:
         """Means of the step records since the last row, averaged over ranks; the sums restart."""
-        sums, count = state[f"{which}_sums"], state[f"{which}_count"]
+        sums, count = _as_floats(state[f"{which}_sums"]), state[f"{which}_count"]
         keys = sorted(sums)
         totals = self.runtime.all_reduce_sum(np.array([sums[k] for k in keys] + [count], dtype=np.float64))
         state[f"{which}_sums"], state[f"{which}_count"] = {}, 0
@@ -391,11 +393,17 @@ class FitLoop:
         )
 
 
-def _accumulate(state: dict[str, Any], which: str, record: dict[str, float]) -> None:
+def _accumulate(state: dict[str, Any], which: str, record: dict[str, Any]) -> None:
+    # Tensors stay on their device until a row or a checkpoint needs the number: no host sync every step.
     sums = state[f"{which}_sums"]
     for key, value in record.items():
-        sums[key] = sums.get(key, 0.0) + float(value)
+        value = value.detach().double() if isinstance(value, torch.Tensor) else float(value)
+        sums[key] = sums.get(key, 0.0) + value
     state[f"{which}_count"] += 1
+
+
+def _as_floats(sums: dict[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in sums.items()}
 
 
 def _format(row: dict[str, Any]) -> str:

@@ -312,15 +312,25 @@ class _Failure:
     message: str
 
 
+def _leave_together(fabric: Fabric) -> None:
+    """Wait for every rank, then close the process group: a rank that exits while its peers still talk to it
+    can be aborted by gloo's threads ("terminate called without an active exception")."""
+    if fabric.world_size > 1 and torch.distributed.is_initialized():
+        fabric.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _spawned(fabric: Fabric, function: Callable[..., Any], precision: str, options: EngineOptions,
              *args: Any) -> Any:
     _quiet_fabric()
     if options.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return function(Runtime(fabric, precision, options), *args)
+        result = function(Runtime(fabric, precision, options), *args)
     except CytolensError as exc:
         return _Failure(str(exc))
+    _leave_together(fabric)
+    return result
 
 
 def launch(function: Callable[..., ResultT], options: EngineOptions, *args: Any) -> ResultT:
@@ -355,8 +365,9 @@ def launch(function: Callable[..., ResultT], options: EngineOptions, *args: Any)
         fabric = _make_fabric(options, precision=precision, strategy="ddp", devices=per_node, num_nodes=nodes)
         fabric.launch()
         result = function(Runtime(fabric, precision, options), *args)
-        fabric.barrier()
-        if fabric.global_rank != 0:
+        rank = fabric.global_rank
+        _leave_together(fabric)
+        if rank != 0:
             # Every rank runs the whole command line; what follows the distributed work (tables, summaries,
             # messages) is rank 0's alone, as it is when launch() spawns the processes itself.
             raise SystemExit(0)

@@ -340,7 +340,7 @@ class SegmentTask(TrainTask):
         start = position.index * self.config.batch_size
         samples = min(start + self.config.batch_size, self.config.patches_per_epoch) - start
         # The curve shows the data loss only, comparable with the validation cross-entropy.
-        return {"train_loss": float(cross_entropy.detach()), "lr": lr, "samples": samples, "data_seconds": waited}
+        return {"train_loss": cross_entropy.detach(), "lr": lr, "samples": samples, "data_seconds": waited}
 
     def end_epoch(self, epoch: int) -> None:
         self.scheduler.step()

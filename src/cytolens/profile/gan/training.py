@@ -164,10 +164,8 @@ class GanTask(TrainTask):
         self.opt_g.zero_grad(set_to_none=True)
         runtime.backward(loss_g)
         self.opt_g.step()
-        names = ["d_loss", *parts, "g_loss"]
-        # One read-back per step: the numbers go to the log anyway.
-        values = torch.stack([loss_d.detach().float(), *parts.values(), loss_g.detach().float()]).tolist()
-        record: dict[str, float] = dict(zip(names, values, strict=True))
+        # The numbers stay on the device: the loop sums them there and reads them back once per log row.
+        record: dict[str, Any] = {"d_loss": loss_d.detach().float(), **parts, "g_loss": loss_g.detach().float()}
         record.update(samples=self.batches.batch_size * config.critic_steps, data_seconds=data_seconds)
         return record
 
