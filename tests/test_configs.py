@@ -55,3 +55,19 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     assert config.seed == 11
     again = load_config(save_config(config, tmp_path / "config.yaml"), ClassifyConfig)
     assert again == config
+
+
+PAPER_CONFIGS = ("shpilman2017", "midl2019-unet", "midl2019-tiramisu", "midl2019-deeplab", "cytogan-dcgan",
+                 "cytogan-lsgan", "cytogan-wgan")
+
+
+@pytest.mark.parametrize("name", packaged_configs())
+def test_paper_configs_keep_fp32_and_the_others_say_they_do_not(name: str) -> None:
+    import yaml
+
+    data = yaml.safe_load(resolve_config_path(name).read_text(encoding="utf-8"))
+    if name in PAPER_CONFIGS:
+        assert data["precision"] == "32-true"
+    else:
+        assert data.get("precision", "auto") == "auto"
+        assert any(line.startswith("Precision auto") for line in data["deviations"])

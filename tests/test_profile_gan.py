@@ -132,11 +132,13 @@ def test_paper_configs_hold_the_papers_settings() -> None:
 def test_cpu_configs_change_only_width_and_schedule_and_say_so(gan: str) -> None:
     paper = load_config(f"cytogan-{gan}", GanConfig).model_dump()
     cpu = load_config(f"cytogan-{gan}-cpu", GanConfig).model_dump()
-    allowed = {"name", "description", "deviations", "model_options", *GanConfig.SCHEDULE_KEYS}
+    allowed = {"name", "description", "deviations", "model_options", "precision", *GanConfig.SCHEDULE_KEYS}
     assert {k: v for k, v in cpu.items() if k not in allowed} == {k: v for k, v in paper.items() if k not in allowed}
     assert cpu["model_options"] == {"generator_filters": [128, 64, 32, 16], "discriminator_filters": [16, 32, 64, 128]}
+    # The paper's configs keep its fp32 arithmetic; the CPU ones use bf16 where the hardware has it, and say so.
+    assert (paper["precision"], cpu["precision"]) == ("32-true", "auto")
     text = " ".join(cpu["deviations"])
-    assert "half as wide" in text and f"{cpu['steps']} generator steps" in text
+    assert "half as wide" in text and f"{cpu['steps']} generator steps" in text and "Precision auto" in text
 
 
 def test_config_errors_are_one_line(tmp_path: Path) -> None:
