@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+from abc import ABC, abstractmethod
 import math
 import time
 from collections.abc import Callable
@@ -42,13 +43,15 @@ class Position:
     step: int
 
 
-class TrainTask:
-    """What a capability supplies to :class:`FitLoop`. Override what applies; the defaults do nothing."""
+class TrainTask(ABC):
+    """What a capability supplies to :class:`FitLoop`: the abstract methods, and the hooks that apply (the hooks'
+    defaults do nothing)."""
 
+    @abstractmethod
     def steps_per_epoch(self) -> int:
         """Steps in one epoch (the same for every epoch)."""
-        raise NotImplementedError  # pragma: no cover - every task defines it
 
+    @abstractmethod
     def train_step(self, position: Position) -> dict[str, float]:
         """Draw the batch of ``position`` (this rank's share), update the model, return the step's numbers.
 
@@ -56,7 +59,6 @@ class TrainTask:
         waiting for the batch); every other value (a number, or a 0-d tensor left on the device so the step
         needs no host sync) is averaged into the epoch's and the log's rows.
         """
-        raise NotImplementedError  # pragma: no cover
 
     def end_epoch(self, epoch: int) -> None:
         """After the last step of ``epoch`` (a learning-rate schedule steps here)."""
@@ -71,12 +73,13 @@ class TrainTask:
     def after_checkpoint(self, epochs: list[dict[str, Any]], steps_log: list[dict[str, Any]]) -> None:
         """After the resume checkpoint was written, on rank 0, with the history so far (curves, logs)."""
 
+    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Model, optimiser and scheduler state (tensors on the CPU)."""
-        raise NotImplementedError  # pragma: no cover
 
+    @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError  # pragma: no cover
+        """Restore :meth:`state_dict`."""
 
     def model_state(self) -> dict[str, torch.Tensor]:
         """The weights kept for the best epoch (a copy is taken)."""
