@@ -115,3 +115,15 @@ def test_predict_on_two_ranks_writes_the_csv_of_one(data: Path, tmp_path: Path) 
         csvs.append(out.read_text())
     assert csvs[0] == csvs[1]
     assert len(pd.read_csv(tmp_path / "p1.csv")) == 18
+
+
+def test_precision_is_the_configs_unless_one_is_asked_for(data: Path, tmp_path: Path) -> None:
+    from cytolens.engine import resolve_precision
+
+    config = validate_config({**TINY, "tasks": ["0 vs 1"], "variants": ["CNN"], "predict_variant": "CNN"},
+                             ClassifyConfig)
+    run_protocol(data, config, tmp_path / "config")
+    assert json.loads((tmp_path / "config" / "run.json").read_text())["precision"] == "32-true"
+    # An explicit --precision auto wins over the config's 32-true (it is not read as "not given").
+    run_protocol(data, config, tmp_path / "auto", EngineOptions(precision="auto"))
+    assert json.loads((tmp_path / "auto" / "run.json").read_text())["precision"] == resolve_precision("auto", "cpu")

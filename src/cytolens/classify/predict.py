@@ -128,7 +128,7 @@ def predict_images(
     from cytolens.classify.training import RUN_KIND
     from cytolens.engine import load_run
 
-    if options.precision == "auto":
+    if options.precision is None:
         # Predict as the run evaluated its test set; fp16 autocast exists on CUDA only.
         trained = load_run(run, RUN_KIND, ClassifyConfig).info.get("precision")
         if trained in ("32-true", "bf16-mixed") or (trained == "16-mixed" and options.device_type() == "cuda"):

@@ -177,14 +177,14 @@ def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path,
     out : str or Path
         The run folder; an interrupted run with the same config, data and precision resumes.
     options : EngineOptions
-        Processes, devices and precision (``precision="auto"`` defers to the config's ``precision``).
+        Processes, devices and precision (``precision=None`` defers to the config's ``precision``).
 
     Returns
     -------
     Path
         The run folder.
     """
-    if options.precision == "auto":
+    if options.precision is None:
         options = dataclasses.replace(options, precision=config.precision)
     launch(_protocol_on_rank, options, str(data), config, str(out))
     return Path(out)

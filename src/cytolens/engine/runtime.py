@@ -49,8 +49,9 @@ class EngineOptions:
         Processes per machine (one per GPU on a GPU machine).
     num_nodes : int, default 1
         Machines; more than one needs ``torchrun`` or ``srun`` to start the processes.
-    precision : str, default "auto"
-        ``auto``, ``32-true``, ``bf16-mixed`` or ``16-mixed`` (see :mod:`cytolens.engine.precision`).
+    precision : str or None, default None
+        ``auto``, ``32-true``, ``bf16-mixed`` or ``16-mixed`` (see :mod:`cytolens.engine.precision`); None: the
+        run's config decides (and ``auto`` where there is none).
     accelerator : {"auto", "cpu", "cuda"}, default "auto"
         ``auto``: CUDA when present, else the CPU; the ``CYTOLENS_DEVICE`` variable overrides ``auto``.
     deterministic : bool, default False
@@ -59,7 +60,7 @@ class EngineOptions:
 
     devices: int = 1
     num_nodes: int = 1
-    precision: str = "auto"
+    precision: str | None = None
     accelerator: str = "auto"
     deterministic: bool = False
 
@@ -358,7 +359,7 @@ def launch(function: Callable[..., ResultT], options: EngineOptions, *args: Any)
         Raised on rank 0 of spawned processes, re-raised here with its message.
     """
     device_type = options.device_type()
-    precision = resolve_precision(options.precision, device_type)
+    precision = resolve_precision(options.precision or "auto", device_type)
     outside = external_launcher()
     if outside is not None:
         _, per_node, nodes = outside

@@ -26,7 +26,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,9 @@ def embed(
     """
     if int(batch_size) != batch_size or batch_size < 1:
         raise OptionError(f"`batch_size` must be a positive integer, got {batch_size!r}")
-    options = options or EngineOptions(precision="32-true")
+    options = options or EngineOptions()
+    if options.precision is None:  # profiles compare across runs: fp32 unless asked otherwise
+        options = replace(options, precision="32-true")
     if options.devices > 1:
         progress = None
     launch(_embed_on_rank, options, Path(cells), Path(out), run, features, int(seed), int(batch_size), progress)

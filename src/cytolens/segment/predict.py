@@ -274,7 +274,7 @@ def predict_images(
     loaded = load_segment_run(run)  # a wrong run folder is reported before any process starts
     if cells:
         class_map(loaded.config.classes)
-    if options.precision == "auto":
+    if options.precision is None:
         options = replace(options, precision=loaded.config.precision)
     if options.devices > 1 or options.num_nodes > 1:
         progress = None

@@ -204,7 +204,7 @@ def run_training(data: str | Path, config: SegmentConfig, out: str | Path,
     _check_sizes(new_model(config), config)
     # The data are checked before any process starts, so a bad pair is one line and pins no run folder.
     manifest, summary = prepare_manifest(data, config)
-    if options.precision == "auto":
+    if options.precision is None:
         options = replace(options, precision=config.precision)
     launch(_train_on_ranks, options, str(data), config, str(out), manifest, summary)
     return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,9 @@ def train(
     Path
         The run folder.
     """
-    options = options or EngineOptions(precision=config.precision)
+    options = options or EngineOptions()
+    if options.precision is None:
+        options = replace(options, precision=config.precision)
     if options.devices > 1:
         progress = None
     launch(_train_on_rank, options, Path(cells), config, Path(out), progress)
