@@ -21,7 +21,6 @@ those one process writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -36,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cytolens.core.atomic import atomic_path, write_text_atomic
-from cytolens.engine import EngineOptions, Runtime, configure_threads, launch
+from cytolens.engine import EngineOptions, Runtime, configure_threads, file_sha1, launch
 from cytolens.core.errors import CytolensError, OptionError
 from cytolens.profile.crops.cell_store import CellStore
 from cytolens.profile.profiles import PROFILE_JSON, SINGLE_CELLS
@@ -87,14 +86,6 @@ def _gan_name(run: Path) -> str:
         return "gan"
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha1()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_embedder(run: str | Path | None = None, features: str | None = None, *, seed: int = 0,
                      device: Any = None) -> Embedder:
     """The feature extractor for a run and/or a ``features`` choice.
@@ -141,7 +132,7 @@ def resolve_embedder(run: str | Path | None = None, features: str | None = None,
             kind="gan",
             label=f"{gan} ({run.name})",
             method=gan,
-            identity={"kind": "gan", "run": str(run.resolve()), "checkpoint_sha1": _file_digest(checkpoint)},
+            identity={"kind": "gan", "run": str(run.resolve()), "checkpoint_sha1": file_sha1(checkpoint)},
         )
     if choice == "random" or choice.startswith("random:"):
         from cytolens.profile.gan.models import random_feature_extractor
