@@ -273,3 +273,21 @@ def test_search_space_defaults_match_convnet_limits() -> None:
         CONVNET_LIMITS["conv_layers"], CONVNET_LIMITS["conv_filters"], CONVNET_LIMITS["kernel_sizes"],
         CONVNET_LIMITS["dense_layers"], CONVNET_LIMITS["dense_units"])
     assert min(space.input_sizes) == 100 and max(space.input_sizes) == 300
+
+
+def test_pooling_before_relu_equals_keras_order_values_and_gradients() -> None:
+    # The reference is Keras' order, conv → ReLU → max-pool; ConvNet pools first (cheaper, same function).
+    torch.manual_seed(0)
+    model = create_model("shpilman2017", num_classes=3, input_size=32)
+    names = [name for name, _ in model.features.named_children()]
+    assert names == ["conv1", "pool1", "relu1", "conv2", "pool2", "relu2"]
+    keras_order = nn.Sequential(model.features.conv1, nn.ReLU(), nn.MaxPool2d(2, 2),
+                                model.features.conv2, nn.ReLU(), nn.MaxPool2d(2, 2))
+    x = torch.randn(4, 1, 32, 32)
+    x[:, :, :8] = 0.0  # a flat background: ties inside pooling windows
+    ours = model.features(x)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), model.features.conv1.weight)
+    reference = keras_order(x)
+    (grad_reference,) = torch.autograd.grad(reference.square().sum(), model.features.conv1.weight)
+    assert torch.equal(ours, reference)
+    torch.testing.assert_close(grad_ours, grad_reference, rtol=1e-5, atol=1e-6)

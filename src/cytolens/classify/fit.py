@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from torch import nn
 from cytolens.classify.config import TrainingConfig
 from cytolens.engine import FitLoop, FitResult, LoopSettings, Position, Runtime, TrainTask, derive_seed
 from cytolens.engine.optimizers import create_optimizer
-from cytolens.engine.parameters import l2_penalty
 from cytolens.core.errors import OptionError
 from cytolens.data.transforms import DIHEDRAL_SIZE, dihedral
 
@@ -67,8 +67,8 @@ class ClassifierTask(TrainTask):
         self.train_y = np.asarray(train_y, dtype=np.int64)
         self.val_y = np.asarray(val_y, dtype=np.int64)
         self.net = model
-        optimizer = create_optimizer(model.parameters(), training.optimizer, lr=training.lr,
-                                     weight_decay=training.weight_decay)
+        optimizer = create_optimizer(model, training.optimizer, lr=training.lr, weight_decay=training.weight_decay,
+                                     l2=training.l2)
         self.model, self.optimizer = runtime.setup(model, optimizer)
         # Image-weighted training loss and correct predictions of the epoch so far (this rank's share).
         self.sums = np.zeros(3, dtype=np.float64)  # loss × images, correct, images
@@ -84,24 +84,26 @@ class ClassifierTask(TrainTask):
 
     def train_step(self, position: Position) -> dict[str, float]:
         runtime = self.runtime
+        waited = time.perf_counter()
         batch = self._batch(position)
         mine = batch[runtime.rank::runtime.world_size]
+        # The inputs were decoded and preprocessed once (load_inputs): a batch is a gather from memory.
         inputs = runtime.to_device(torch.from_numpy(self.train_x[mine]))
         targets = runtime.to_device(torch.from_numpy(self.train_y[mine]))
+        waited = time.perf_counter() - waited
         self.model.train()
         with runtime.autocast():
             logits = self.model(inputs)
             cross_entropy = nn.functional.cross_entropy(logits, targets)
-            loss = cross_entropy + l2_penalty(self.net, self.training.l2) if self.training.l2 > 0 else cross_entropy
         self.optimizer.zero_grad(set_to_none=True)
-        runtime.backward(loss)
+        runtime.backward(cross_entropy)  # the L2 term is the optimiser's weight decay (create_optimizer)
         self.optimizer.step()
         # The curves compare like with like: cross-entropy only, as for validation (L2 is not a data loss).
         # One host transfer per step for the three numbers together.
         step = torch.stack([cross_entropy.detach().float() * len(mine),
                             (logits.detach().argmax(1) == targets).sum().float()]).cpu().numpy()
         self.sums += [step[0], step[1], len(mine)]
-        return {"samples": len(batch)}
+        return {"samples": len(batch), "data_seconds": waited}
 
     def validate(self, epoch: int) -> dict[str, float]:
         runtime = self.runtime
@@ -187,7 +189,8 @@ def fit_classifier(
         )
     task = ClassifierTask(runtime, model, train_x, train_y, val_x, val_y, training=training, seed=seed)
     settings = LoopSettings(seed=seed, max_epochs=training.max_epochs, monitor="val_accuracy", mode="max",
-                            patience=training.patience, max_minutes=max_minutes, checkpoint_every=checkpoint_every)
+                            patience=training.patience, min_epochs=training.min_epochs, max_minutes=max_minutes,
+                            checkpoint_every=checkpoint_every)
     result = FitLoop(runtime, settings, checkpoint, label=label).fit(task)
     if result.best_state is not None:
         task.net.load_state_dict(result.best_state)

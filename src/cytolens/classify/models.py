@@ -54,8 +54,8 @@ CONVNET_LIMITS: dict[str, tuple[int, int]] = {
 }
 
 # Shpilman et al. 2017, section IV. Keras' Nadam(schedule_decay=0.004) is torch.optim.NAdam(momentum_decay=0.004);
-# both default to betas (0.9, 0.999) and eps 1e-8. "l2" is Keras' kernel_regularizer: the training loop adds
-# l2_penalty(model, l2) = l2 * sum(w**2) to the loss, which is not torch's weight_decay (that would be 2 * l2).
+# both default to betas (0.9, 0.999) and eps 1e-8. "l2" is Keras' kernel_regularizer, l2 * sum(w**2) over the
+# kernels: create_optimizer applies its gradient as torch's coupled weight decay 2 * l2 on the kernels only.
 _PAPER_RECIPE: dict[str, Any] = {
     "optimizer": "nadam", "lr": 0.002, "momentum_decay": 0.004, "betas": (0.9, 0.999), "eps": 1e-8,
     "l2": 0.01, "weight_decay": 0.0, "batch_size": 32, "dropout": 0.5, "loss": "cross_entropy",
@@ -164,7 +164,7 @@ def convnet_feature_sizes(input_size: int, kernel_sizes: Sequence[int], pooling:
 
 
 class ConvNet(nn.Module):
-    """Conv (+ReLU, +MaxPool) blocks, flatten, hidden dense layers (+ReLU, +Dropout), linear head.
+    """Conv (+MaxPool, +ReLU) blocks, flatten, hidden dense layers (+ReLU, +Dropout), linear head.
 
     Module names follow ``features.conv{i}``, ``features.relu{i}``, ``features.pool{i}``, ``classifier.fc{j}``,
     ``classifier.relu_fc{j}``, ``classifier.dropout{j}`` and ``classifier.head`` (1-based). Dropout follows each
@@ -213,9 +213,12 @@ class ConvNet(nn.Module):
         channels = in_chans
         for i, (filters, kernel) in enumerate(zip(conv_filters, kernel_sizes), start=1):
             features[f"conv{i}"] = nn.Conv2d(channels, filters, kernel)  # 'valid' padding, stride 1, bias
-            features[f"relu{i}"] = nn.ReLU()  # not in-place: Grad-CAM hooks keep this output
+            # Max-pooling before the ReLU gives what Keras' conv → ReLU → pool gives, values and gradients (both
+            # are monotone, and max picks the same element), with the ReLU and its backward pass on a map 4×
+            # smaller: the largest single saving of the paper's network, whose first map is 16×299×299.
             if pooling:
                 features[f"pool{i}"] = nn.MaxPool2d(2, 2)
+            features[f"relu{i}"] = nn.ReLU()  # not in-place: Grad-CAM hooks keep this output
             channels = filters
         classifier: OrderedDict[str, nn.Module] = OrderedDict()
         # Flattened as (C, H, W), Keras as (H, W, C): same count; a Keras weight import would permute fc1.

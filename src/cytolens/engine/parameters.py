@@ -9,7 +9,7 @@ from torch import nn
 
 from cytolens.core.errors import OptionError
 
-__all__ = ["count_parameters", "l2_penalty"]
+__all__ = ["count_parameters", "l2_penalty", "regularized_parameters"]
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -32,9 +32,9 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"trainable": trainable, "total": total, "keras": total + bn_stats}
 
 
-def _regularized_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    # A model may choose its own set; by default every conv/linear kernel, as Keras' kernel_regularizer does
-    # (biases, BatchNorm gamma/beta are not penalised).
+def regularized_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
+    """The parameters a Keras-style L2 penalises: ``model.regularized_parameters()`` if the model defines it, else
+    every conv and linear kernel, as Keras' ``kernel_regularizer`` does (biases, BatchNorm gamma/beta are not)."""
     custom = getattr(model, "regularized_parameters", None)
     if callable(custom):
         yield from custom()
@@ -61,7 +61,7 @@ def l2_penalty(model: nn.Module, weight: float) -> torch.Tensor:
     """
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
         raise OptionError(f"`weight` must be a non-negative number, got {weight!r}")
-    squares = [p.pow(2).sum() for p in _regularized_parameters(model)]
+    squares = [p.pow(2).sum() for p in regularized_parameters(model)]
     if not squares:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return torch.zeros((), device=device)
