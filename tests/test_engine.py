@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -21,6 +22,8 @@ from cytolens.engine import (
     run_kind, save_checkpoint, shard_bounds,
 )
 from cytolens.engine import precision as precision_module
+from cytolens.engine.loop import EarlyStopping
+from cytolens.engine.parameters import l2_penalty
 from cytolens.core.errors import CytolensError, OptionError
 
 
@@ -250,3 +253,56 @@ def test_one_optimiser_factory(name: str, kind: type) -> None:
         assert optimizer.param_groups[0]["momentum_decay"] == 0.004
     with pytest.raises(OptionError, match="optimizer"):
         create_optimizer(torch.nn.Linear(2, 2).parameters(), "adamax", lr=0.01)
+
+
+@pytest.mark.parametrize("name", ["nadam", "adam", "sgd"])
+def test_l2_as_weight_decay_equals_the_keras_loss_term(name: str) -> None:
+    # The reference: Keras' kernel_regularizer as a loss term; create_optimizer(l2=...) puts its gradient in the
+    # optimiser's coupled weight decay, kernels only. Three steps must give the same weights.
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    fast = copy.deepcopy(reference)
+    opt_reference = create_optimizer(reference.parameters(), name, lr=0.01)
+    opt_fast = create_optimizer(fast, name, lr=0.01, l2=0.05)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(reference(x), y) + l2_penalty(reference, 0.05)
+        opt_reference.zero_grad()
+        loss.backward()
+        opt_reference.step()
+        opt_fast.zero_grad()
+        torch.nn.functional.cross_entropy(fast(x), y).backward()
+        opt_fast.step()
+    for (key, a), b in zip(reference.state_dict().items(), fast.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=key)
+    # Biases carry no penalty: their group decays nothing.
+    assert [group["weight_decay"] for group in opt_fast.param_groups] == [pytest.approx(0.1), 0.0]
+
+
+def test_l2_needs_the_model_and_refuses_adamw() -> None:
+    with pytest.raises(OptionError, match="adamw"):
+        create_optimizer(torch.nn.Linear(2, 2), "adamw", lr=0.01, l2=0.01)
+    with pytest.raises(TypeError, match="model itself"):
+        create_optimizer(torch.nn.Linear(2, 2).parameters(), "adam", lr=0.01, l2=0.01)
+
+
+def test_cpu_runtime_sets_models_and_image_batches_up_channels_last() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    conv_weight, batch = launch(_set_up_channels_last, EngineOptions(precision="32-true"), model,
+                                torch.randn(2, 3, 8, 8))
+    assert conv_weight.is_contiguous(memory_format=torch.channels_last)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+
+
+def _set_up_channels_last(runtime, model, x):  # type: ignore[no-untyped-def]
+    runtime.setup_module(model)
+    return model[0].weight.detach(), runtime.to_device(x)
+
+
+def test_early_stopping_waits_for_min_epochs_but_tracks_the_best_from_the_first() -> None:
+    scores = [0.6, 0.4, 0.4, 0.4, 0.5]
+    plain = EarlyStopping("val_accuracy", patience=2)
+    assert [plain.update(s, e)[1] for e, s in enumerate(scores, start=1)][:3] == [False, False, True]
+    warm = EarlyStopping("val_accuracy", patience=2, min_epochs=5)
+    stops = [warm.update(s, e)[1] for e, s in enumerate(scores, start=1)]
+    assert stops == [False, False, False, False, True] and warm.best_epoch == 1

@@ -28,13 +28,15 @@ class TrainingConfig(StrictModel):
 
     optimizer: Literal["nadam", "adam", "adamw", "sgd"] = "nadam"
     lr: float = Field(default=0.002, gt=0)
-    # Keras-style L2: l2 * sum(w**2) over conv/dense kernels is added to the loss (not to the update).
+    # Keras-style L2: l2 * sum(w**2) over conv/dense kernels (its gradient is applied by the optimiser).
     l2: float = Field(default=0.01, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=32, ge=1)
     max_epochs: int = Field(default=50, ge=1)
     # The paper: stop after 2 epochs without improvement of validation accuracy.
     patience: int = Field(default=2, ge=1)
+    # No early stop before this epoch (Keras' start_from_epoch); 0, the paper's rule, can stop from epoch 3.
+    min_epochs: int = Field(default=0, ge=0)
 
 
 class XGBoostConfig(StrictModel):

@@ -88,11 +88,16 @@ class TrainTask(ABC):
 
 @dataclass
 class EarlyStopping:
-    """Stop when ``monitor`` has not improved for ``patience`` validated epochs; ties are no improvement."""
+    """Stop when ``monitor`` has not improved for ``patience`` validated epochs; ties are no improvement.
+
+    No stop comes before epoch ``min_epochs`` (Keras' ``start_from_epoch``: a warm-up in which a network that
+    has not started to learn is not judged); the best epoch is tracked from the first.
+    """
 
     monitor: str
     patience: int | None = None
     mode: str = "max"
+    min_epochs: int = 0
     best_score: float = -math.inf
     best_epoch: int = -1
     waited: int = 0
@@ -109,7 +114,7 @@ class EarlyStopping:
             self.waited = 0
             return True, False
         self.waited += 1
-        return False, self.patience is not None and self.waited >= self.patience
+        return False, self.patience is not None and self.waited >= self.patience and epoch >= self.min_epochs
 
     @property
     def best(self) -> float:
@@ -147,8 +152,9 @@ class LoopSettings:
         Whichever comes first ends training; at least one is needed.
     validate_every : int
         Validate after every that many epochs (and after the last); 0 never.
-    monitor, mode, patience
-        Early stopping on a validation number; ``monitor=None`` keeps no best weights.
+    monitor, mode, patience, min_epochs
+        Early stopping on a validation number, never before epoch ``min_epochs``; ``monitor=None`` keeps no best
+        weights.
     max_minutes : float or None
         The time budget of this session; ``budget_unit`` is ``"epoch"`` or ``"step"``.
     checkpoint_every : int or None
@@ -164,6 +170,7 @@ class LoopSettings:
     monitor: str | None = None
     mode: str = "max"
     patience: int | None = None
+    min_epochs: int = 0
     max_minutes: float | None = None
     budget_unit: str = "epoch"
     checkpoint_every: int | None = None
@@ -253,7 +260,8 @@ class FitLoop:
         per_epoch = task.steps_per_epoch()
         if per_epoch < 1:
             raise ValueError("an epoch needs at least one step")
-        stopper = EarlyStopping(settings.monitor, settings.patience, settings.mode) if settings.monitor else None
+        stopper = EarlyStopping(settings.monitor, settings.patience, settings.mode,
+                                 settings.min_epochs) if settings.monitor else None
         state = self._load(task)
         if state is None:
             state = {"epoch": 1, "index": 0, "step": 0, "epoch_sums": {}, "epoch_count": 0, "log_sums": {},
