@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # The stamp records what was installed; it is rebuilt when the project or its pins change.
 STAMP := $(VENV)/.installed
 STAMP_DEV := $(VENV)/.installed-dev
+STAMP_PEER := $(VENV)/.installed-peer
 
-.PHONY: demo test install install-dev benchmark clean
+.PHONY: demo test install install-dev bench clean
 
 demo: $(STAMP)
 	$(BIN)/cytolens demo --out runs/demo
@@ -14,8 +15,11 @@ demo: $(STAMP)
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q
 
-benchmark: $(STAMP_DEV)
-	$(BIN)/python benchmarks/bench_microtubules.py
+# Writes benchmarks/results/<date>-<host>.json and .md (benchmarks/README.md). The Keras peer needs the `peer`
+# extra (TensorFlow); when it cannot be installed the bench runs without it and says so in its results.
+bench: $(STAMP)
+	-$(MAKE) --no-print-directory $(STAMP_PEER)
+	$(BIN)/cytolens bench
 
 install: $(STAMP)
 install-dev: $(STAMP_DEV)
@@ -31,6 +35,10 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 $(STAMP_DEV): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP) $@
+
+$(STAMP_PEER): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,peer]"
+	touch $(STAMP) $(STAMP_DEV) $@
 
 clean:
 	rm -rf $(VENV) runs build dist src/*.egg-info

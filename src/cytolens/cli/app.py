@@ -34,6 +34,7 @@ app.add_typer(data_app, name="data")
 
 def _register_capabilities() -> None:
     # Each capability owns its commands; importing them here keeps `cytolens --help` complete.
+    from cytolens.bench.cli import app as bench_app
     from cytolens.classify.cli import app as classify_app
     from cytolens.experts.cli import app as experts_app
     from cytolens.profile.cli import app as profile_app
@@ -43,6 +44,7 @@ def _register_capabilities() -> None:
     app.add_typer(segment_app, name="segment")
     app.add_typer(experts_app, name="experts")
     app.add_typer(profile_app, name="profile")
+    app.add_typer(bench_app, name="bench")
 
 
 _register_capabilities()

@@ -39,7 +39,7 @@ are), so they describe relative patterns within a cell. Degenerate cases (an emp
 give 0 instead of NaN, so every value is finite.
 
 Everything is vectorised over a batch of crops (histograms and co-occurrence counts are single ``bincount``
-calls over the batch); see ``benchmarks/bench_profile_features.py`` for the throughput on one core.
+calls over the batch); ``cytolens bench --only inference`` measures the throughput.
 """
 
 from __future__ import annotations

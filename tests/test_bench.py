@@ -1,0 +1,215 @@
+"""``cytolens bench``: the quick bench writes the documented JSON and a markdown table; ``bench train`` prints one
+JSON object. Only structure and consistency are checked, never speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cytolens.bench.peer import child_json
+from cytolens.bench.runner import parse_sections, result_paths
+from cytolens.cli.app import main
+from cytolens.core.errors import OptionError
+
+TRAIN_KEYS = {"model", "precision", "batch_size", "samples_per_s", "peak_rss_mb", "data_wait_fraction",
+              "flops_per_sample", "seconds_per_step_median", "threads"}
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+def test_quick_bench_writes_the_documented_json_and_markdown(tmp_path: Path, capsys) -> None:
+    code, _, err = run_cli(["bench", "--quick", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    json_path, md_path = result_paths(tmp_path, quick=True)
+    assert json_path.is_file() and md_path.is_file()
+    result = json.loads(json_path.read_text())
+    assert {"machine", "matmul_peak", "training", "inference", "peer", "ratios"} <= set(result)
+    machine = result["machine"]
+    assert {"cpu_model", "available_cpus", "threads", "torch", "bf16_native", "date", "host"} <= set(machine)
+    assert result["matmul_peak"]["fp32_gflops"] > 0 and result["matmul_peak"]["bf16_gflops"] > 0
+
+    rows = result["training"]
+    assert {(r["model"], r["precision"]) for r in rows} == {
+        (m, p) for m in ("shpilman2017", "unet", "wgan") for p in ("32-true", "bf16-mixed")}
+    for row in rows:
+        assert "error" not in row, row
+        assert TRAIN_KEYS <= set(row)
+        assert row["samples_per_s"] > 0 and row["steps"] == 2
+        # Throughput is the median step's: samples ÷ median seconds.
+        assert row["samples_per_s"] == pytest.approx(row["batch_size"] / row["seconds_per_step_median"], rel=1e-2)
+        assert 0 <= row["data_wait_fraction"] < 1
+        assert row["flops_per_sample"] > 0  # the counter saw the convolutions (and WGAN-GP's double backward)
+        ceiling = result["matmul_peak"]["bf16_gflops" if row["precision"] == "bf16-mixed" else "fp32_gflops"]
+        assert row["fraction_of_matmul_peak"] == pytest.approx(row["achieved_gflops"] / ceiling, abs=1e-3)
+    # The segmentation and GAN tasks report their data wait; a task that does not has its fetch timed by the bench.
+    assert {r["data_wait_source"] for r in rows if r["model"] == "shpilman2017"} <= {"task", "bench"}
+    assert {r["data_wait_source"] for r in rows if r["model"] != "shpilman2017"} == {"task"}
+
+    inference = result["inference"]
+    assert [r["precision"] for r in inference["classify"]] == ["32-true", "bf16-mixed"]
+    predicts = inference["segment_predict"]
+    assert [(r["height"], r["width"]) for r in predicts] == [(64, 64), (96, 128)]
+    assert all(r["returncode"] == 0 and r["megapixels_per_s"] > 0 for r in predicts)
+    whats = [r["what"] for r in inference["throughput"] + inference["simulators"]]
+    for name in ("profile crop", "classical features", "synthetic microtubules", "synthetic brightfield",
+                 "synthetic cellpainting"):
+        assert name in whats
+    assert any(w.startswith("profile embed") for w in whats)
+    assert all(r["items"] > 0 and r["items_per_s"] > 0 for r in inference["throughput"] + inference["simulators"])
+
+    assert result["peer"] == {"status": "not measured (--quick)", "rows": []}
+    speedups = {r["model"]: r["ratio"] for r in result["ratios"]["bf16_over_fp32"]}
+    assert set(speedups) == {"shpilman2017", "unet", "wgan"}
+    assert result["ratios"]["segment_predict"] is None  # one image size in quick mode: no growth to report
+
+    table = md_path.read_text()
+    assert "| shpilman2017 | bf16-mixed |" in table and "segment predict" in table
+    assert table.count("| wgan | 32-true |") == table.count("| wgan | bf16-mixed |") == 1
+
+
+def test_bench_train_prints_one_json_object() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cytolens", "bench", "train", "shpilman2017", "--quick", "--steps", "1", "--warmup",
+         "1", "--json"], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert TRAIN_KEYS <= set(row)
+    assert (row["model"], row["precision"], row["batch_size"], row["steps"]) == ("shpilman2017", "32-true", 32, 1)
+    assert row["peak_rss_mb"] > 0
+
+
+def test_bench_errors_are_one_line(capsys) -> None:
+    code, _, err = run_cli(["bench", "train", "unett", "--quick", "--json"], capsys)
+    assert code == 2 and "unknown bench model 'unett'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["bench", "--only", "trainingg", "--quick"], capsys)
+    assert code == 2 and "--only" in err
+    assert parse_sections("peer, training") == ["training", "peer"]
+    with pytest.raises(OptionError):
+        parse_sections(",")
+
+
+def test_child_json_reads_the_last_json_line_or_the_error() -> None:
+    ok = {"returncode": 0, "stdout": "log line\n{\"samples_per_s\": 3.5}\n", "stderr": ""}
+    assert child_json(ok) == {"samples_per_s": 3.5}
+    failed = {"returncode": 1, "stdout": "", "stderr": "Traceback ...\nRuntimeError: out of memory\n"}
+    assert child_json(failed) == {"error": "RuntimeError: out of memory"}
+
+
+def test_peer_alternates_sides_and_reports_median_ratios(monkeypatch) -> None:
+    import cytolens.bench.peer as peer
+
+    calls: list[tuple[str, str]] = []
+    speeds = {"keras": [10.0, 30.0, 20.0], "32-true": [15.0, 5.0, 10.0], "bf16-mixed": [40.0, 60.0, 50.0]}
+
+    def fake_run(args: list[str], *, timeout: float | None = None) -> dict:
+        side = "keras" if "cytolens.bench.keras_peer" in args else args[args.index("--precision") + 1]
+        model = args[args.index("train") + 1]
+        calls.append((model, side))
+        value = speeds[side][sum(1 for m, s in calls if s == side and m == model) - 1]
+        return {"returncode": 0, "stdout": json.dumps({"samples_per_s": value, "tensorflow": "x"}) + "\n",
+                "stderr": "", "seconds": 1.0, "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(peer, "run_command", fake_run)
+    monkeypatch.setattr(peer, "PEER_WORKLOADS", (("shpilman2017", 32),))
+    (row,) = peer.run_peer(rounds=3, steps=2, threads=2)
+    # Each round runs cytolens fp32, Keras, cytolens bf16, in that order, in separate children.
+    assert [side for _, side in calls] == ["32-true", "keras", "bf16-mixed"] * 3
+    assert row["keras_samples_per_s"] == 20.0 and row["cytolens_32_true_samples_per_s"] == 10.0
+    assert row["cytolens_32_true_over_keras"] == 0.5 and row["cytolens_bf16_mixed_over_keras"] == 2.5
+    assert row["errors"] == [] and row["keras"]["tensorflow"] == "x"
+
+
+def test_full_plan_runs_every_model_in_a_child_and_derives_fractions_and_ratios(tmp_path: Path, monkeypatch) -> None:
+    import cytolens.bench.machine as machine
+    import cytolens.bench.runner as runner
+
+    commands: list[list[str]] = []
+
+    def fake_child(args: list[str], *, timeout: float | None = None, env: dict | None = None) -> dict:
+        commands.append(args)
+        model, precision = args[args.index("train") + 1], args[args.index("--precision") + 1]
+        batch = int(args[args.index("--batch") + 1])
+        if model == "deeplabv3plus_xception65" and batch == 16 and precision == "bf16-mixed":
+            return {"returncode": 1, "stdout": "", "stderr": "RuntimeError: out of memory\n", "seconds": 1.0,
+                    "peak_rss_mb": 1.0}
+        speed = 2.0 if precision == "bf16-mixed" else 1.0
+        row = {"model": model, "precision": precision, "batch_size": batch, "samples_per_s": speed,
+               "seconds_per_step_median": batch / speed, "steps": 5, "data_wait_fraction": 0.01,
+               "flops_per_sample": 1e10 if precision == "32-true" else 7e9, "achieved_gflops": 0.0,
+               "peak_rss_mb": 100.0, "input_shape": [1, 8, 8]}
+        return {"returncode": 0, "stdout": "progress\n" + json.dumps(row) + "\n", "stderr": "", "seconds": 1.0,
+                "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(runner, "run_command", fake_child)
+    monkeypatch.setattr(machine, "matmul_peak", lambda *a, **k: {"size": 8, "repeats": 1, "threads": 1,
+                                                                   "fp32_gflops": 100.0, "bf16_gflops": 400.0})
+    json_path, md_path, result = runner.run_bench(tmp_path, only="training", threads=1)
+    assert all(a[a.index("--threads") + 1] == "1" and "--json" in a for a in commands)
+    rows = result["training"]
+    assert len(rows) == 20 and {r["model"] for r in rows} == {
+        "shpilman2017", "unet", "fcdensenet103", "deeplabv3plus_xception65", "dcgan", "wgan", "lsgan"}
+    assert {r["batch_size"] for r in rows if r["model"] == "unet"} == {3, 16}
+    failed = [r for r in rows if "error" in r]
+    assert len(failed) == 1 and failed[0]["error"] == "RuntimeError: out of memory"
+    ok = [r for r in rows if "error" not in r]
+    assert all(r["rss_scope"] == "child process" for r in ok)
+    # One FLOP count per model (its 32-true row's): 10 GFLOP/s of 100 at fp32, 20 of 400 at bf16.
+    assert {r["flops_per_sample"] for r in ok} == {1e10}
+    assert {r["fraction_of_matmul_peak"] for r in ok} == {0.1, 0.05}
+    assert len(result["ratios"]["bf16_over_fp32"]) == 9  # deeplab at 16 has no bf16 figure
+    assert {r["ratio"] for r in result["ratios"]["bf16_over_fp32"]} == {2.0}
+    assert result["inference"] == {} and result["peer"]["status"] == "not measured (--only)"
+    assert "failed: RuntimeError: out of memory" in md_path.read_text()
+
+
+def test_run_command_reports_the_childs_own_peak_rss() -> None:
+    from cytolens.bench.inference import run_command
+
+    grow = "import time; b = bytearray(300 * 2**20); time.sleep(0.3); print('done')"
+    big = run_command([sys.executable, "-c", grow])
+    small = run_command([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    assert big["returncode"] == 0 and big["stdout"].strip() == "done"
+    assert big["peak_rss_mb"] >= 300
+    # Not this (large) test process's image, which ru_maxrss of a forked child would include.
+    assert small["peak_rss_mb"] < 100
+    failed = run_command([sys.executable, "-c", "raise SystemExit(3)"])
+    assert failed["returncode"] == 3
+
+
+def test_a_baseline_revision_is_exported_with_this_bench_and_run_first_on_the_path(tmp_path: Path) -> None:
+    from cytolens.bench.baseline import prepare_baseline
+
+    baseline = prepare_baseline("HEAD", tmp_path / "baseline")
+    assert (baseline.src / "cytolens" / "engine").is_dir()
+    assert (baseline.src / "cytolens" / "bench" / "baseline.py").is_file()  # this harness, whatever HEAD holds
+    assert len(baseline.commit) == 40 and baseline.describe()["ref"] == "HEAD"
+    where = subprocess.run([sys.executable, "-c", "import cytolens; print(cytolens.__file__)"], env=baseline.env(),
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert Path(where).resolve().is_relative_to(baseline.src.resolve())
+    with pytest.raises(OptionError, match="revision"):
+        prepare_baseline("no-such-revision-anywhere", tmp_path / "other")
+
+
+def test_ratios_compare_each_revision_and_precision_with_the_baseline() -> None:
+    from cytolens.bench.runner import _ratios
+
+    def row(code: str, precision: str, speed: float) -> dict:
+        return {"model": "wgan", "batch_size": 64, "precision": precision, "samples_per_s": speed, "code": code}
+
+    training = [row("current", "32-true", 10.0), row("baseline", "32-true", 5.0),
+                row("current", "bf16-mixed", 30.0), row("baseline", "bf16-mixed", 6.0)]
+    ratios = _ratios({"training": training})
+    assert ratios["over_baseline"] == [{"model": "wgan", "batch_size": 64, "32-true": 2.0, "bf16-mixed": 5.0,
+                                        "best_over_baseline_32_true": 6.0, "best_over_baseline_best": 5.0}]
+    assert ratios["bf16_over_fp32"] == [{"model": "wgan", "batch_size": 64, "ratio": 3.0}]
