@@ -306,3 +306,9 @@ def test_early_stopping_waits_for_min_epochs_but_tracks_the_best_from_the_first(
     warm = EarlyStopping("val_accuracy", patience=2, min_epochs=5)
     stops = [warm.update(s, e)[1] for e, s in enumerate(scores, start=1)]
     assert stops == [False, False, False, False, True] and warm.best_epoch == 1
+
+
+def test_a_model_without_l2_is_optimised_over_its_parameters() -> None:
+    model = torch.nn.Linear(2, 2)
+    optimizer = create_optimizer(model, "adam", lr=0.01)
+    assert [p for group in optimizer.param_groups for p in group["params"]] == list(model.parameters())

@@ -55,6 +55,8 @@ def create_optimizer(
     check_choice("optimizer", name, OPTIMIZERS)
     if l2:
         params = _l2_groups(params, name, l2=l2, weight_decay=weight_decay)
+    elif isinstance(params, nn.Module):
+        params = params.parameters()
     if name == "nadam":
         return torch.optim.NAdam(params, lr=lr, betas=betas, weight_decay=weight_decay, momentum_decay=0.004)
     # Adam and AdamW take torch's fused kernel (CPU and CUDA): one pass over each tensor instead of the for-each

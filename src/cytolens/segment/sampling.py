@@ -13,8 +13,11 @@ per pixel, about the size of the label images themselves), so a draw costs O(1) 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -24,7 +27,8 @@ from cytolens.core.errors import OptionError
 from cytolens.segment.augment import Augmenter
 from cytolens.core.validation import check_int
 
-__all__ = ["ClassPixels", "PatchDataset", "PatchRef", "extract_patch", "sample_balanced_patches", "shift_ref"]
+__all__ = ["ClassPixels", "PatchDataset", "PatchRef", "Prefetcher", "extract_patch", "sample_balanced_patches",
+           "shift_ref"]
 
 #: Side of the square training patches of the MIDL 2019 paper.
 PAPER_PATCH_SIZE = 224
@@ -352,3 +356,76 @@ class PatchDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             torch.from_numpy(np.ascontiguousarray(image_patch, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(label_patch, dtype=np.int64)),
         )
+
+
+T = TypeVar("T")
+
+
+class Prefetcher(Generic[T]):
+    """Iterate ``source`` in a background thread, up to ``depth`` items ahead of the consumer.
+
+    The training step spends its time in torch and the patches' time in scipy/numpy, both of which release the
+    GIL, so drawing the next batch while the current one trains hides the data time almost entirely (on 2
+    cores with ``num_workers=0`` it was 5-15 % of a U-Net step). Items come out in the source's order, so the
+    data stay a function of what the source yields (for :class:`PatchDataset`: of seed, epoch and index).
+
+    Parameters
+    ----------
+    source : iterable
+        Iterated once, in the background thread; an exception it raises is re-raised by :meth:`__next__`.
+    depth : int, optional
+        Items kept ready (2: one being consumed, one waiting).
+
+    Notes
+    -----
+    Call :meth:`close` before abandoning a prefetcher whose source shares state with a new one (e.g. before
+    :meth:`PatchDataset.set_epoch`): it stops the thread and waits for it.
+    """
+
+    _ITEM, _END, _ERROR = range(3)
+
+    def __init__(self, source: Iterable[T], depth: int = 2) -> None:
+        self._queue: queue.Queue[tuple[int, object]] = queue.Queue(maxsize=check_int("depth", depth, low=1))
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(source,), name="cytolens-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, entry: tuple[int, object]) -> bool:
+        # A bounded put that gives up once closed, so an abandoned thread never blocks forever.
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source: Iterable[T]) -> None:
+        try:
+            for item in source:
+                if not self._put((self._ITEM, item)):
+                    return
+            self._put((self._END, None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it in its own thread
+            self._put((self._ERROR, exc))
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == self._ITEM:
+            return value  # type: ignore[return-value]
+        self._done = True
+        if kind == self._ERROR:
+            raise value  # type: ignore[misc]
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the background thread and wait for it (it finishes the item in hand first)."""
+        self._stop.set()
+        self._done = True
+        self._thread.join()

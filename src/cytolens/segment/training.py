@@ -49,8 +49,8 @@ from cytolens.data.layouts import write_manifest
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import predict_tiled
 from cytolens.segment.metrics import pixel_confusion, scores_from_confusion
-from cytolens.segment.models import SegmentationModel, create_segmentation_model, l2_penalty
-from cytolens.segment.sampling import PatchDataset
+from cytolens.segment.models import SegmentationModel, create_segmentation_model
+from cytolens.segment.sampling import PatchDataset, Prefetcher
 from cytolens.data.splits import grouped_stratified_kfold
 
 __all__ = ["SegmentTask", "checkpoint_path", "fold_folder", "prepare_manifest", "read_input", "resume_path",
@@ -295,22 +295,25 @@ class SegmentTask(TrainTask):
             )
         self.val_images, self.val_labels = val
         self.net = new_model(config, seed)
-        optimizer = create_optimizer(self.net.parameters(), "adam", lr=config.lr)
+        optimizer = create_optimizer(self.net, "adam", lr=config.lr, l2=config.resolved_l2())
         self.scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_halving_epochs, gamma=0.5)
         self.model, self.optimizer = runtime.setup(self.net, optimizer)
         self.loss_fn = nn.CrossEntropyLoss()
         self.l2 = config.resolved_l2()
         self.best: dict[str, Any] = {"epoch": -1, "mean_dice": -math.inf, "val_loss": math.nan,
                                      "confusion": torch.zeros((self.num_classes, self.num_classes), dtype=torch.int64)}
-        self._batches: Any = None
+        self._batches: Prefetcher | None = None
         self._next: tuple[int, int] | None = None
 
     def steps_per_epoch(self) -> int:
         return self.batches
 
-    def _loader(self, epoch: int, first: int) -> Any:
-        """This rank's batches of ``epoch`` from batch ``first`` on (a resumed run starts inside an epoch)."""
+    def _loader(self, epoch: int, first: int) -> Prefetcher:
+        """This rank's batches of ``epoch`` from batch ``first`` on (a resumed run starts inside an epoch), drawn
+        in a background thread while the previous batch trains."""
         # Patches depend on (seed, epoch, index) only, so any worker count or starting batch gives the same data.
+        if self._batches is not None:
+            self._batches.close()  # its thread reads the dataset's refs, which set_epoch replaces
         self.dataset.set_epoch(epoch)
         size, total = self.config.batch_size, self.config.patches_per_epoch
         runtime = self.runtime
@@ -320,7 +323,7 @@ class SegmentTask(TrainTask):
             self.dataset, batch_sampler=shares, num_workers=self.config.num_workers,
             pin_memory=runtime.device.type == "cuda",
         )
-        return iter(loader)
+        return Prefetcher(loader)
 
     def train_step(self, position: Position) -> dict[str, float]:
         waited = time.perf_counter()
@@ -333,9 +336,8 @@ class SegmentTask(TrainTask):
         lr = self.optimizer.param_groups[0]["lr"]
         with self.runtime.autocast():
             cross_entropy = self.loss_fn(self.model(inputs).float(), targets)
-            loss = cross_entropy + l2_penalty(self.net, self.l2) if self.l2 > 0 else cross_entropy
         self.optimizer.zero_grad(set_to_none=True)
-        self.runtime.backward(loss)
+        self.runtime.backward(cross_entropy)  # the L2 term is the optimiser's weight decay (create_optimizer)
         self.optimizer.step()
         start = position.index * self.config.batch_size
         samples = min(start + self.config.batch_size, self.config.patches_per_epoch) - start
@@ -344,6 +346,12 @@ class SegmentTask(TrainTask):
 
     def end_epoch(self, epoch: int) -> None:
         self.scheduler.step()
+
+    def close(self) -> None:
+        """Stop the background batch thread (a run stopped inside an epoch leaves one waiting)."""
+        if self._batches is not None:
+            self._batches.close()
+            self._batches, self._next = None, None
 
     def _sync_buffers(self) -> None:
         """Rank 0's BatchNorm statistics on every rank: DDP syncs them before a training forward pass, after
@@ -438,7 +446,10 @@ def train_fold(
         mode="max", patience=config.patience, max_minutes=config.max_minutes, budget_unit="epoch",
         checkpoint_every=config.checkpoint_every,
     )
-    result = FitLoop(runtime, settings, resume_path(out, fold), label=f"fold {fold}").fit(task)
+    try:
+        result = FitLoop(runtime, settings, resume_path(out, fold), label=f"fold {fold}").fit(task)
+    finally:
+        task.close()
     best = task.best
     if result.best_state is None or best["epoch"] != result.best_epoch:
         raise CytolensError(f"fold {fold} has no validated epoch with a finite mean dice", path=folder)

@@ -1,0 +1,154 @@
+"""The segmentation training's speed paths equal their plain references (correctness only, never timings)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from cytolens.segment.augment import Augmenter
+from cytolens.segment.sampling import PatchDataset, Prefetcher
+from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _match_size
+
+
+def _dataset(seed: int = 3) -> PatchDataset:
+    rng = np.random.default_rng(0)
+    images = [rng.random((40, 48), dtype=np.float32) for _ in range(2)]
+    labels = [rng.integers(0, 3, (40, 48)).astype(np.uint8) for _ in range(2)]
+    return PatchDataset(images, labels, patches_per_epoch=10, num_classes=3, patch_size=16,
+                        augment=Augmenter(max_shift=4, elastic_probability=0.5), seed=seed)
+
+
+def test_prefetcher_yields_the_source_in_order_then_stops() -> None:
+    items = list(Prefetcher(iter(range(25)), depth=3))
+    assert items == list(range(25))
+
+
+def test_prefetched_batches_equal_the_plain_loader() -> None:
+    dataset = _dataset()
+    batches = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    plain = list(torch.utils.data.DataLoader(dataset, batch_sampler=batches))
+    fetched = list(Prefetcher(torch.utils.data.DataLoader(dataset, batch_sampler=batches)))
+    assert len(fetched) == len(plain) == 4
+    for (x0, y0), (x1, y1) in zip(plain, fetched):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1)
+
+
+def test_prefetcher_reraises_the_source_error_in_the_consumer() -> None:
+    def source():  # type: ignore[no-untyped-def]
+        yield 1
+        raise ValueError("broken patch")
+
+    fetched = Prefetcher(source())
+    assert next(fetched) == 1
+    with pytest.raises(ValueError, match="broken patch"):
+        next(fetched)
+    with pytest.raises(StopIteration):
+        next(fetched)
+
+
+def test_closing_an_unfinished_prefetcher_stops_its_thread() -> None:
+    fetched = Prefetcher(iter(range(1000)), depth=1)
+    assert next(fetched) == 0
+    fetched.close()
+    assert not fetched._thread.is_alive()
+    assert not any(t.name == "cytolens-prefetch" and t is fetched._thread for t in threading.enumerate())
+    with pytest.raises(StopIteration):
+        next(fetched)
+
+
+# -- FC-DenseNet: the growing-stack dense blocks and the cheaper dropout ---------------------------------------
+
+
+def _reference_tiramisu_forward(model: FCDenseNet, images: torch.Tensor) -> torch.Tensor:
+    """The forward pass as first written: cat([features, *new]) per dense layer, cat(new) per block."""
+    def block(b, features):  # type: ignore[no-untyped-def]
+        new: list[torch.Tensor] = []
+        for layer in b.layers:
+            new.append(layer(torch.cat([features, *new], dim=1)))
+        return torch.cat(new, dim=1)
+
+    features = model.stem(images)
+    skips = []
+    for down, transition in zip(model.down_blocks, model.transitions_down):
+        features = torch.cat([features, block(down, features)], dim=1)
+        skips.append(features)
+        features = transition(features)
+    new = block(model.bottleneck, features)
+    for transition, up, skip in zip(model.transitions_up, model.up_blocks, reversed(skips)):
+        features = torch.cat([_match_size(transition(new), skip), skip], dim=1)
+        new = block(up, features)
+    return model.head(torch.cat([features, new], dim=1))
+
+
+@pytest.mark.parametrize("block_layers", [(2, 3, 2), (2, 1, 2, 3, 1), (3,)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tiramisu_stack_forward_and_gradients_equal_the_reference(block_layers: tuple[int, ...],
+                                                                  channels_last: bool) -> None:
+    torch.manual_seed(0)
+    model = FCDenseNet(num_classes=3, in_chans=2, stem_filters=6, growth_rate=4, block_layers=block_layers,
+                       dropout=0.0).double()
+    images = torch.randn(2, 2, 16, 16, dtype=torch.float64)
+    if channels_last:
+        model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
+    outputs = []
+    for forward in (model, lambda x: _reference_tiramisu_forward(model, x)):
+        model.zero_grad()
+        x = images.clone().requires_grad_()
+        out = forward(x)
+        out.square().mean().backward()
+        outputs.append((out.detach(), x.grad, [p.grad.clone() for p in model.parameters()]))
+    (out, gx, grads), (ref, ref_gx, ref_grads) = outputs
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, ref_gx, rtol=1e-10, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_dense_block_forward_is_only_the_new_maps() -> None:
+    model = FCDenseNet(num_classes=3, in_chans=1, stem_filters=5, growth_rate=3, block_layers=(2, 4, 2), dropout=0)
+    block = model.bottleneck
+    features = torch.randn(1, block.layers[0].norm.num_features, 4, 4)
+    stack = block.stack(features)
+    assert stack.shape[1] == features.shape[1] + 4 * 3 == features.shape[1] + block.new_channels
+    torch.testing.assert_close(stack[:, : features.shape[1]], features)
+    torch.testing.assert_close(block(features), stack[:, features.shape[1]:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_dropout_keeps_the_rate_scale_layout_and_gradient(dtype: torch.dtype) -> None:
+    drop = FastDropout(0.2)
+    x = torch.rand(4, 8, 32, 32).add_(0.5).to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = drop(x)
+    kept = y != 0
+    assert y.dtype == dtype and y.is_contiguous(memory_format=torch.channels_last)
+    # 32,768 draws: the kept share is 0.8 ± 0.011 (5 standard deviations)
+    assert abs(kept.float().mean().item() - 0.8) < 0.011
+    torch.testing.assert_close(y[kept], (x.detach() * 1.25)[kept])
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.to(dtype) * 1.25)
+
+
+def test_fast_dropout_is_seeded_by_torch_and_off_in_eval() -> None:
+    drop = FastDropout(0.5)
+    x = torch.ones(2, 3, 8, 8)
+    torch.manual_seed(7)
+    first = drop(x)
+    torch.manual_seed(7)
+    assert torch.equal(drop(x), first)
+    assert not torch.equal(drop(x), first)  # the next draw differs
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    # a non-dense view falls back to torch's dropout (same distribution)
+    drop.train()
+    assert drop(torch.ones(4, 6)[:, ::2]).shape == (4, 3)
+
+
+def test_tiramisu_state_dict_keys_unchanged_by_the_fast_dropout() -> None:
+    model = FCDenseNet(num_classes=3, in_chans=1, stem_filters=4, growth_rate=2, block_layers=(1, 1, 1))
+    assert isinstance(model.down_blocks[0].layers[0].drop, FastDropout)
+    assert isinstance(model.transitions_down[0].drop, torch.nn.Dropout)
+    reference = FCDenseNet(num_classes=3, in_chans=1, stem_filters=4, growth_rate=2, block_layers=(1, 1, 1))
+    reference.load_state_dict(model.state_dict())  # strict: the same keys
