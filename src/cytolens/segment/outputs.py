@@ -1,18 +1,30 @@
 """Writing segmentations that other tools open: integer label TIFFs (Fiji, napari), probability stacks and
 colour overlays for a quick look. Every file is written atomically.
+
+:func:`write_segmentation` writes arrays held in memory; :class:`SegmentationWriter` writes the same files
+band by band while an image is predicted, so memory does not grow with the image: the TIFFs are created
+uncompressed with tifffile and each band is written through a memory map of its own rows only, and the overlay
+is a preview whose longest side is at most ``overlay_max_side`` pixels (every ``step``-th row and column,
+:func:`overlay_step`), built as the bands pass. An image whose longest side fits is overlaid at full size,
+exactly as :func:`write_segmentation` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
+import tifffile
+
+from cytolens.core.atomic import atomic_path
 
 from cytolens.core.errors import OptionError, check_choice
 from cytolens.data.io import normalize_intensity, to_grayscale, write_png, write_tiff
 
-__all__ = ["DEFAULT_CLASS_COLORS", "write_segmentation"]
+__all__ = ["DEFAULT_CLASS_COLORS", "OVERLAY_MAX_SIDE", "SegmentationWriter", "overlay_step", "write_segmentation"]
 
 #: Overlay colours (RGB) per class; ``None`` is transparent. Background, nucleus (magenta), cytoplasm (green).
 DEFAULT_CLASS_COLORS: tuple[tuple[int, int, int] | None, ...] = (
@@ -26,6 +38,9 @@ DEFAULT_CLASS_COLORS: tuple[tuple[int, int, int] | None, ...] = (
     (255, 64, 64),
 )
 _OVERLAY_ALPHA = 0.45
+#: Longest side of the overlay preview that :class:`SegmentationWriter` writes (a 10,000² full-size overlay
+#: would be a 300 MB array for a quick look).
+OVERLAY_MAX_SIDE = 2048
 
 
 def _overlay(image: np.ndarray, labels: np.ndarray, colors: Sequence[tuple[int, int, int] | None]) -> np.ndarray:
@@ -116,3 +131,150 @@ def write_segmentation(
             raise OptionError(f"`class_colors` has {len(colors)} colours, but labels go up to {top}")
         written["overlay"] = write_png(out_dir / f"{stem}_overlay.png", _overlay(image, labels, colors))
     return written
+
+
+def overlay_step(height: int, width: int, max_side: int = OVERLAY_MAX_SIDE) -> int:
+    """The preview keeps every ``step``-th row and column: the smallest step whose preview fits ``max_side``."""
+    return max(1, -(-max(height, width) // max_side))
+
+
+class SegmentationWriter:
+    """Write ``<stem>.tif``, optionally ``<stem>_prob.tif``, and ``<stem>_overlay.png`` band by band.
+
+    The files are those of :func:`write_segmentation` (same names, dtypes, layouts and metadata), except that
+    the overlay is a preview of at most ``overlay_max_side`` pixels on its longest side, and labels are uint16
+    whenever ``num_classes`` > 256 (the value range is not known before the last band). Use as a context
+    manager and call :meth:`add` for consecutive bands of rows; the files appear, each atomically, when the
+    ``with`` block ends without an error, and not at all otherwise.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+    stem : str
+    height, width : int
+        Size of the image.
+    num_classes : int
+    probabilities : bool, default False
+        Also write the float32 probability stack (OME channel names from ``class_names``).
+    overlay : bool, default True
+        Write the overlay preview; :meth:`add` then needs the band's ``image`` rows.
+    class_colors, class_names
+        As :func:`write_segmentation`.
+    overlay_max_side : int, optional
+        Longest side of the preview (default :data:`OVERLAY_MAX_SIDE`).
+    """
+
+    def __init__(self, out_dir: str | Path, stem: str, height: int, width: int, num_classes: int, *,
+                 probabilities: bool = False, overlay: bool = True,
+                 class_colors: Sequence[tuple[int, int, int] | None] | None = None,
+                 class_names: Sequence[str] | None = None, overlay_max_side: int = OVERLAY_MAX_SIDE) -> None:
+        out_dir = Path(out_dir)
+        if class_names is not None and len(class_names) != num_classes:
+            raise OptionError(f"`class_names` has {len(class_names)} names for {num_classes} classes")
+        self.colors = DEFAULT_CLASS_COLORS if class_colors is None else class_colors
+        if overlay and num_classes > len(self.colors):
+            raise OptionError(f"`class_colors` has {len(self.colors)} colours for {num_classes} classes")
+        self.shape = (height, width)
+        self.num_classes = num_classes
+        self.label_dtype = np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
+        self.step = overlay_step(height, width, overlay_max_side)
+        self.overlay = overlay
+        self.paths = {"labels": out_dir / f"{stem}.tif"}
+        self._stack = contextlib.ExitStack()
+        self._tmp = {"labels": self._stack.enter_context(atomic_path(self.paths["labels"]))}
+        self._offsets = {"labels": self._create(self._tmp["labels"], (height, width), self.label_dtype, None)}
+        if probabilities:
+            self.paths["probabilities"] = out_dir / f"{stem}_prob.tif"
+            self._tmp["probabilities"] = self._stack.enter_context(atomic_path(self.paths["probabilities"]))
+            self._offsets["probabilities"] = self._create(
+                self._tmp["probabilities"], (num_classes, height, width), np.dtype(np.float32), class_names)
+        if overlay:
+            self.paths["overlay"] = out_dir / f"{stem}_overlay.png"
+        self._preview_gray: list[np.ndarray] = []
+        self._preview_labels: list[np.ndarray] = []
+        self._next_row = 0
+
+    @staticmethod
+    def _create(path: Path, shape: tuple[int, ...], dtype: np.dtype, names: Sequence[str] | None) -> int:
+        """Create an uncompressed contiguous TIFF of ``shape`` and return the byte offset of its pixels."""
+        ome = names is not None
+        metadata = {"axes": "CYX", "Channel": {"Name": list(names)}} if names is not None else None
+        mapped = tifffile.memmap(path, shape=shape, dtype=dtype, photometric="minisblack", ome=ome,
+                                 metadata=metadata)
+        offset = int(mapped.offset)
+        del mapped  # unmapped at once: bands are written through maps of their own rows
+        return offset
+
+    def _write_rows(self, name: str, start: int, rows: np.ndarray, planes: int | None) -> None:
+        height, width = self.shape
+        if planes is None:
+            offset = self._offsets[name] + start * width * rows.itemsize
+            target = np.memmap(self._tmp[name], mode="r+", dtype=rows.dtype, offset=offset, shape=rows.shape)
+            target[...] = rows
+            target.flush()
+            del target
+            return
+        for k in range(planes):  # one page per class, so each band is K runs of rows
+            offset = self._offsets[name] + (k * height + start) * width * rows.itemsize
+            target = np.memmap(self._tmp[name], mode="r+", dtype=rows.dtype, offset=offset, shape=rows.shape[1:])
+            target[...] = rows[k]
+            target.flush()
+            del target
+
+    def add(self, start: int, labels: np.ndarray, probabilities: np.ndarray | None = None,
+            image: np.ndarray | None = None) -> None:
+        """Write rows ``start .. start + len(labels)``: ``labels`` ``(rows, W)`` integers, ``probabilities``
+        ``(K, rows, W)`` (when written) and ``image`` ``(rows, W[, C])``, the input rows (for the overlay).
+
+        Raises
+        ------
+        OptionError
+            If bands are not consecutive, or their shapes or values do not fit the image.
+        """
+        labels = np.asarray(labels)
+        rows = labels.shape[0]
+        if start != self._next_row or labels.ndim != 2 or labels.shape[1] != self.shape[1] \
+                or start + rows > self.shape[0]:
+            raise OptionError(f"a band of labels of shape {labels.shape} at row {start} does not continue the "
+                              f"{self.shape} image written up to row {self._next_row}")
+        if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() >= self.num_classes)):
+            raise OptionError(f"`labels` must be integers in 0..{self.num_classes - 1}")
+        self._write_rows("labels", start, labels.astype(self.label_dtype, copy=False), None)
+        if "probabilities" in self.paths:
+            if probabilities is None or probabilities.shape != (self.num_classes, rows, self.shape[1]):
+                raise OptionError(f"`probabilities` of rows {start}..{start + rows} must have shape "
+                                  f"{(self.num_classes, rows, self.shape[1])}")
+            self._write_rows("probabilities", start, np.asarray(probabilities, dtype=np.float32), self.num_classes)
+        if self.overlay:
+            if image is None or np.shape(image)[:2] != labels.shape:
+                raise OptionError(f"`image` rows {start}..{start + rows} must have shape {labels.shape}[, C]")
+            first = -start % self.step  # the first row of this band on the preview's grid
+            self._preview_gray.append(to_grayscale(np.asarray(image)[first :: self.step, :: self.step]))
+            self._preview_labels.append(labels[first :: self.step, :: self.step])
+        self._next_row = start + rows
+
+    def __enter__(self) -> SegmentationWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is not None:  # the error reaches atomic_path: temporary files are removed, nothing appears
+            self._stack.__exit__(kind, value, traceback)
+            return
+        with self._stack:  # a problem here also reaches atomic_path, so no file appears
+            if self._next_row != self.shape[0]:
+                raise OptionError(f"only rows 0..{self._next_row} of {self.shape[0]} were written")
+            if self.overlay:
+                gray = np.concatenate(self._preview_gray)
+                labels = np.concatenate(self._preview_labels)
+                _write_preview_png(self.paths["overlay"], _overlay(gray, labels, self.colors))
+
+
+def _write_preview_png(path: Path, rgb: np.ndarray) -> Path:
+    """An 8-bit RGB PNG at zlib level 1: a quick look need not be small, and level 6 (the default) spends
+    seconds on a few megapixels. Same pixels as :func:`~cytolens.data.io.write_png`."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG", compress_level=1)
+    return path

@@ -3,8 +3,16 @@
 The run's own config decides the preprocessing (channels, intensity scaling) and the tiling. The final model is
 the run's ``final_model``: by default the **ensemble** of the trained fold models, whose softmax probabilities
 are averaged pixel by pixel (:class:`FoldEnsemble`), or the single fold with the best validation mean dice
-(``best_fold``). The ensemble is itself a network, so :func:`~cytolens.segment.inference.predict_tiled_labels`
-runs it tile by tile and memory stays bounded by one band of tiles whatever the image size.
+(``best_fold``). The ensemble is itself a network, so :func:`~cytolens.segment.inference.predict_bands` runs
+it tile by tile; it is prepared once for inference (BatchNorm folded into the convolutions, channels-last
+weights, :func:`~cytolens.segment.inference.prepare_for_inference`) and runs under the precision's autocast
+(``--precision``; ``auto`` is the run's, bf16 mixed precision where the CPU multiplies bf16 natively).
+
+Memory does not grow with the image: a large TIFF is read a band of rows at a time
+(:func:`~cytolens.data.tiles.open_image_rows`; percentile scaling counts a histogram first), predicted in bands
+and written in bands (:class:`~cytolens.segment.outputs.SegmentationWriter`), and the overlay is a preview of at
+most 2048 pixels on its longest side (full size for smaller images). Only ``--cells`` holds whole-image arrays:
+the watershed that splits cells works on the whole label image.
 
 Per image ``<stem>``, the output folder receives ``<stem>.tif`` (uint8 class labels), ``<stem>_overlay.png``,
 optionally ``<stem>_prob.tif`` (K-page float32 probabilities) and, with cells, ``<stem>_cells.tif`` (uint16 or
@@ -20,7 +28,6 @@ single process writes. :func:`cell_segmenter` gives other capabilities (profilin
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,11 +41,13 @@ from torch import nn
 
 from cytolens.core.atomic import write_text_atomic
 from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_checkpoint, load_run
-from cytolens.core.errors import CytolensError
+from cytolens.core.errors import CytolensError, ImageReadError
 from cytolens.data.io import normalize_intensity, write_tiff
+from cytolens.data.tiles import ImageRows, band_percentiles, open_image_rows
 from cytolens.segment.config import SegmentConfig
-from cytolens.segment.inference import predict_tiled_labels
-from cytolens.segment.outputs import write_segmentation
+from cytolens.segment.inference import RowReader, argmax_into, predict_bands, predict_tiled_labels, \
+    prepare_for_inference
+from cytolens.segment.outputs import SegmentationWriter
 
 __all__ = ["CellSegmenter", "FoldEnsemble", "Predictions", "SegmentRun", "cell_segmenter", "find_input_images",
            "final_model", "load_models", "load_segment_run", "predict_images"]
@@ -193,7 +202,8 @@ class CellSegmenter:
         self.config = run.config
         self.in_chans = run.config.in_chans
         self.lookup = class_map(run.config.classes)
-        self.model, self.description = final_model(run, device=device)
+        model, self.description = final_model(run, device=device)
+        self.model = prepare_for_inference(model)
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         """``raw`` ``(H, W[, C])`` scaled to network input as the run's config says."""
@@ -285,9 +295,6 @@ def predict_images(
 def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tta: bool | None,
                       probabilities: bool, cells: bool, which: str | None, pixel_size_um: float | None,
                       progress: Callable[[int], None] | None) -> Predictions:
-    from cytolens.segment.cells import cell_table, split_cells
-    from cytolens.segment.training import read_input
-
     loaded = load_segment_run(run)
     config = loaded.config
     configure_threads(config.num_threads, local_processes=runtime.local_processes)
@@ -295,6 +302,7 @@ def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tt
     paths = find_input_images(images)
     # Each rank predicts its images alone: no DDP wrapper, whose collectives would need equal shares.
     model, description = final_model(loaded, which, device=runtime.device)
+    model = prepare_for_inference(model)
     use_tta = config.inference.tta if tta is None else tta
     out = Path(out_text)
     out.mkdir(parents=True, exist_ok=True)
@@ -305,33 +313,14 @@ def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tt
         path = paths[index]
         stem = path.name.split(".")[0]
         try:
-            raw, image = read_input(path, config)
-        except CytolensError as exc:  # unreadable, or the wrong number of channels: skip and report
+            row, table = _predict_one(runtime, model, loaded, path, out, stem, tta=use_tta,
+                                      probabilities=probabilities, lookup=lookup, pixel_size_um=pixel_size_um)
+        except ImageReadError as exc:  # unreadable, or the wrong number of channels: skip and report
             problems.append((str(path), exc.message))
         else:
-            with tempfile.TemporaryDirectory(dir=out) as scratch:
-                prob_path = Path(scratch) / "prob.npy" if probabilities else None
-                with runtime.autocast():
-                    labels = predict_tiled_labels(
-                        model, image, num_classes=loaded.num_classes, tile=config.inference.tile,
-                        overlap=config.inference.overlap, batch_size=config.inference.batch_size, tta=use_tta,
-                        input_multiple=model.input_multiple, prob_path=prob_path,
-                    )
-                stack = np.load(prob_path, mmap_mode="r") if prob_path is not None else None
-                write_segmentation(out, stem, labels, probabilities=stack, image=raw, class_names=config.classes)
-                del stack  # release the memory map before the scratch folder goes
-            counts = np.bincount(labels.ravel(), minlength=loaded.num_classes)
-            row: dict[str, Any] = {"stem": stem, "path": str(path), "height": labels.shape[0],
-                                   "width": labels.shape[1]}
-            row.update({f"fraction_{n}": float(counts[k] / labels.size) for k, n in enumerate(config.classes)})
-            if lookup is not None:
-                three = lookup[labels]
-                instances = split_cells(three)
-                top = int(instances.max(initial=0))
-                write_tiff(out / f"{stem}_cells.tif", instances.astype(np.uint16 if top <= 65535 else np.uint32))
-                cell_tables.append(cell_table(instances, three, pixel_size_um=pixel_size_um, image_id=stem))
-                row["cells"] = top
             rows.append(row)
+            if table is not None:
+                cell_tables.append(table)
         if progress is not None:
             progress(1)
     rows, cell_tables, problems = _merge_shards(runtime, out, rows, cell_tables, problems)
@@ -348,6 +337,114 @@ def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tt
         write_text_atomic(out / "prediction.json", json.dumps(summary, indent=2) + "\n")
     runtime.barrier()
     return Predictions(table, cell_frame, description, [(Path(p), m) for p, m in problems])
+
+
+def normalised_rows(image: ImageRows, config: SegmentConfig) -> RowReader:
+    """Rows of ``image`` as network input, ``(rows, W, C)`` float32, scaled as the run's config says.
+
+    Equal to :func:`~cytolens.segment.training.read_input`'s normalised image, row for row: an image read
+    whole is normalised whole; a streamed one is scaled band by band, with the per-image percentiles (for
+    ``percentile`` scaling) counted beforehand in one pass over the bands (:func:`band_percentiles`).
+    """
+    intensity = config.intensity
+
+    def scale(raw: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
+        if lo is None or hi is None:
+            data = normalize_intensity(raw, method=intensity.method, bit_depth=intensity.bit_depth,
+                                       percentiles=tuple(intensity.percentiles))
+        else:  # normalize_intensity's percentile arithmetic, with the whole image's percentiles
+            span = np.where(hi > lo, hi - lo, np.float32(1))
+            data = np.clip((np.asarray(raw, dtype=np.float32) - lo) / span, 0.0, 1.0).astype(np.float32, copy=False)
+        return data if data.ndim == 3 else data[..., np.newaxis]
+
+    if not image.streamed:
+        whole = scale(image.read(0, image.shape[0]))
+        return lambda start, stop: whole[start:stop]
+    if intensity.method != "percentile":
+        return lambda start, stop: scale(image.read(start, stop))
+    lo, hi = band_percentiles(image, tuple(intensity.percentiles))
+    return lambda start, stop: scale(image.read(start, stop), lo, hi)
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Every band allocates and frees arrays of a few to tens of megabytes; glibc keeps such freed blocks in its
+    heap, so without this the resident size creeps up band after band on a wide image.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    import ctypes
+    import ctypes.util
+    import os
+
+    if os.environ.get("CYTOLENS_NO_MALLOC_TRIM"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def _predict_one(runtime: Runtime, model: nn.Module, loaded: SegmentRun, path: Path, out: Path, stem: str, *,
+                 tta: bool, probabilities: bool, lookup: np.ndarray | None, pixel_size_um: float | None
+                 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Segment one image band by band into ``out``; returns its ``images.csv`` row and its cell table.
+
+    The image is read in bands (:func:`~cytolens.data.tiles.open_image_rows`), predicted in bands and written in
+    bands (:class:`~cytolens.segment.outputs.SegmentationWriter`), so memory is one band of tiles plus the
+    overlay preview. Cells (``lookup`` given) are the exception: the watershed of
+    :func:`~cytolens.segment.cells.split_cells` works on the whole label image, which is then kept.
+
+    Raises
+    ------
+    ImageReadError
+        If the image cannot be read or has the wrong number of channels.
+    """
+    from cytolens.segment.cells import cell_table, split_cells
+
+    config = loaded.config
+    inference = config.inference
+    with open_image_rows(path, grayscale=config.in_chans == 1) as image:
+        channels = 1 if len(image.shape) == 2 else image.shape[2]
+        if channels != config.in_chans:
+            raise ImageReadError(f"has {channels} channel(s); the run expects in_chans={config.in_chans}",
+                                 path=path)
+        height, width = image.shape[:2]
+        reader = normalised_rows(image, config)
+        counts = np.zeros(loaded.num_classes, dtype=np.int64)
+        whole_labels = np.empty((height, width), np.uint8 if loaded.num_classes <= 256 else np.uint16) \
+            if lookup is not None else None
+        with SegmentationWriter(out, stem, height, width, loaded.num_classes, probabilities=probabilities,
+                                class_names=config.classes) as writer, runtime.autocast():
+            for start, stop, band in predict_bands(
+                model, (reader, (height, width, channels)), num_classes=loaded.num_classes, tile=inference.tile,
+                overlap=inference.overlap, batch_size=inference.batch_size, tta=tta,
+                input_multiple=model.input_multiple,
+            ):  # fmt: skip
+                labels = whole_labels[start:stop] if whole_labels is not None else \
+                    np.empty((stop - start, width), writer.label_dtype)
+                argmax_into(labels, band)
+                counts += np.bincount(labels.ravel(), minlength=loaded.num_classes)
+                writer.add(start, labels, band if probabilities else None, image.read(start, stop))
+                _release_freed_memory()
+    row: dict[str, Any] = {"stem": stem, "path": str(path), "height": height, "width": width}
+    row.update({f"fraction_{n}": float(counts[k] / (height * width)) for k, n in enumerate(config.classes)})
+    if whole_labels is None or lookup is None:
+        return row, None
+    three = lookup[whole_labels]
+    instances = split_cells(three)
+    top = int(instances.max(initial=0))
+    write_tiff(out / f"{stem}_cells.tif", instances.astype(np.uint16 if top <= 65535 else np.uint32))
+    row["cells"] = top
+    return row, cell_table(instances, three, pixel_size_um=pixel_size_um, image_id=stem)
 
 
 def _merge_shards(runtime: Runtime, out: Path, rows: list[dict[str, Any]], cell_tables: list[pd.DataFrame],
