@@ -26,7 +26,7 @@ from cytolens.report.figures import class_montage
 from cytolens.report.html import write_report
 
 #: The demo's bright-field data: a few small fields (cells keep their real size at 0.325 µm per pixel).
-DEMO_FIELDS = 8
+DEMO_FIELDS = 16
 DEMO_FIELD_SHAPE = (320, 384)
 
 
@@ -42,7 +42,7 @@ class DemoResult:
 def run_demo(
     out: str | Path,
     *,
-    per_class: int = 60,
+    per_class: int = 100,
     size: int = 256,
     seed: int = 0,
     classify: bool = True,
@@ -57,7 +57,7 @@ def run_demo(
     out : str or Path
         The run folder. Simulated data goes to ``out/data/microtubules``; the check summary, manifest and
         figures beside it. Rerunning overwrites the same files with the same content (deterministic per seed).
-    per_class : int, default 60
+    per_class : int, default 100
         Cells per class.
     size : int, default 256
         Image side in pixels.
@@ -131,7 +131,7 @@ def segment_demo(
         The demo folder; data goes to ``out/data/brightfield``, the run to ``out/segment``.
     seed : int, default 0
         Simulation and training seed.
-    fields : int, default 8
+    fields : int, default 16
         Number of simulated fields.
     field_shape : (int, int), default (320, 384)
         Height and width of each field.

@@ -285,7 +285,7 @@ def synth_cellpainting(
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
-    per_class: Annotated[int, typer.Option("--per-class", min=2, help="Simulated cells per class.")] = 60,
+    per_class: Annotated[int, typer.Option("--per-class", min=2, help="Simulated cells per class.")] = 100,
     size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     classify: Annotated[bool, typer.Option("--classify/--no-classify", help="Run the quick classification protocol.")] = True,
