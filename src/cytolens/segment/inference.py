@@ -362,9 +362,7 @@ def predict_tiled(
 
 
 def argmax_into(out: np.ndarray, band: np.ndarray, rows: int = 64) -> None:
-    """``out[...] = band.argmax(0)`` a few rows at a time (argmax returns int64, 8 bytes per pixel).
-
-    """
+    """``out[...] = band.argmax(0)`` a few rows at a time (argmax returns int64, 8 bytes per pixel)."""
     for first in range(0, out.shape[0], rows):
         out[first : first + rows] = band[:, first : first + rows].argmax(axis=0)
 
