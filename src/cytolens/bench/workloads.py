@@ -296,8 +296,8 @@ def _run_steps(runtime: Runtime, model: str, batch: int, steps: int | None, warm
     samples = statistics.median(samples_per_step)
     return {
         "flops_per_sample": flops / flop_samples if flops > 0 and flop_samples else None,
-        "seconds_per_step": [round(s, 4) for s in seconds],
-        "seconds_per_step_median": round(median, 4),
+        "seconds_per_step": [round(s, 6) for s in seconds],
+        "seconds_per_step_median": round(median, 6),
         "samples_per_s": round(samples / median, 3),
         "data_wait_fraction": round(sum(data) / sum(seconds), 4) if data and sum(seconds) > 0 else None,
         "data_wait_source": "task" if reported else ("bench" if data else None),
