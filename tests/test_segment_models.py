@@ -21,7 +21,7 @@ from cytolens.segment import (
     list_segmentation_models,
     segmentation_model_recipe,
 )
-from cytolens.segment.models import l2_penalty
+from cytolens.engine.parameters import l2_penalty
 from cytolens.segment.tiramisu import _match_size
 from cytolens.segment.unet import UNet
 

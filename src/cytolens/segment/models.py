@@ -30,13 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from cytolens.engine.parameters import count_parameters, l2_penalty
+from cytolens.engine.parameters import count_parameters
 from cytolens.core.errors import OptionError
 from cytolens.core.registry import Registry
 
 __all__ = [
     "PAPER_PARAMETERS", "PAPER_RECIPE", "SEGMENTATION_MODELS", "SegmentationModel", "count_parameters",
-    "create_segmentation_model", "l2_penalty", "list_segmentation_models", "register_segmentation_model",
+    "create_segmentation_model", "list_segmentation_models", "register_segmentation_model",
     "segmentation_model_recipe",
 ]
 
@@ -46,8 +46,9 @@ PAPER_PARAMETERS: dict[str, int] = {
 }
 
 # MIDL 2019 section 3: Adam 1e-3 halved every 50 epochs for 300 epochs, categorical cross-entropy, 224×224
-# class-balanced patches, batch 3 per GPU. "l2" is Keras' kernel_regularizer (the loss adds l2 * Σ w², see
-# cytolens.engine.parameters.l2_penalty); the paper states it for the U-Net only, so the others default to 0.
+# class-balanced patches, batch 3 per GPU. "l2" is Keras' kernel_regularizer, l2 * Σ w² over the kernels
+# (create_optimizer applies its gradient as weight decay); the paper states it for the U-Net only, so the others
+# default to 0.
 PAPER_RECIPE: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-3, "lr_halving_epochs": 50, "epochs": 300, "loss": "cross_entropy",
     "patch_size": 224, "batch_size": 3, "l2": 0.0, "weight_decay": 0.0,
@@ -93,7 +94,8 @@ class SegmentationModel(nn.Module):
             )
 
     def regularized_parameters(self) -> Iterator[nn.Parameter]:
-        """Kernels penalised by :func:`l2_penalty`: every convolution kernel (not biases, not BatchNorm)."""
+        """Kernels the L2 penalises (``create_optimizer(..., l2=)``): every convolution kernel, no biases, no
+        BatchNorm."""
         for module in self.modules():
             if isinstance(module, nn.modules.conv._ConvNd):
                 yield module.weight

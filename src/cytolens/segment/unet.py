@@ -17,7 +17,8 @@ one of three variants, counted Keras-style at 1 input channel and 3 classes (pap
 contrived layouts (e.g. a BatchNorm on the input image plus BN on selected levels), which we did not adopt.
 The paper puts an L2 penalty of 1e-4 on every convolutional layer: :meth:`UNet.regularized_parameters`
 yields all convolution kernels (3×3, transposed and head; no biases, no BatchNorm), as
-:func:`cytolens.engine.parameters.l2_penalty` expects, and the registry recipe carries ``l2=1e-4``.
+:func:`cytolens.engine.optimizers.create_optimizer` expects for its ``l2``, and the registry recipe carries
+``l2=1e-4``.
 """
 
 from __future__ import annotations
