@@ -119,58 +119,6 @@ class UpsampleConv2d(nn.Conv2d):
         return F.pixel_shuffle(F.conv2d(x, weight, bias, padding=self.taps.shape[1] // 2), 2)
 
 
-class _LowPrecisionConvFp32WeightGrad(torch.autograd.Function):
-    """A convolution of a low-precision input whose weight gradient is computed in fp32 (see :class:`Conv2dBf16`)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
-                padding: tuple[int, int]) -> torch.Tensor:
-        low = weight.to(x.dtype)
-        ctx.save_for_backward(x, low)
-        ctx.conv = (stride, padding, bias is not None)
-        return F.conv2d(x, low, None if bias is None else bias.to(x.dtype), stride, padding)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, low = ctx.saved_tensors
-        stride, padding, has_bias = ctx.conv
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        args = (list(stride), list(padding), [1, 1], False, [0, 0], 1)
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, low, None, *args, [True, False, False])[0]
-        if need_w or need_b:
-            # oneDNN's bf16 weight-gradient kernels run 1.2-5x slower than its fp32 ones on this kind of CPU
-            # (avx512_bf16 without AMX) for these shapes; the fp32 pass, casts included, is faster and exact.
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad.float(), x.float(), low.float(), [low.shape[0]] if has_bias else None, *args,
-                [False, bool(need_w), bool(need_b and has_bias)])
-        return grad_x, grad_w, grad_b, None, None
-
-
-class Conv2dBf16(nn.Conv2d):
-    """``nn.Conv2d`` whose weight gradient is computed in fp32 when it runs under CPU autocast in bf16.
-
-    Forward and input gradient stay in bf16 (oneDNN runs them about twice as fast as fp32 here); only the
-    weight-gradient pass, where oneDNN's bf16 kernels are slower than its fp32 ones on CPUs without AMX, runs in
-    fp32 on the saved bf16 input and the incoming bf16 gradient (the products are exact in fp32, so the result is
-    at least as accurate as the bf16 kernel's). Anywhere else (fp32, CUDA, no gradient) and when
-    ``twice_differentiable`` is set (the WGAN-GP penalty differentiates the input gradient with respect to the
-    weights, which this function's backward does not support), it is the plain layer.
-    """
-
-    twice_differentiable = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.twice_differentiable or x.device.type != "cpu" or not torch.is_grad_enabled()
-                or not self.weight.requires_grad or not torch.is_autocast_enabled("cpu")
-                or torch.get_autocast_dtype("cpu") != torch.bfloat16 or self.groups != 1
-                or self.padding_mode != "zeros" or self.dilation != (1, 1)):
-            return super().forward(x)
-        return _LowPrecisionConvFp32WeightGrad.apply(
-            x.to(torch.bfloat16), self.weight, self.bias, self.stride, self.padding)
-
-
 class Generator(nn.Module):
     """CytoGAN's generator: noise (n, ``noise_size``) → images (n, ``out_chans``, S, S) in [-1, 1].
 
@@ -242,7 +190,7 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = []
         channels, side = in_chans, int(image_size)
         for width, stride in zip(filters, strides, strict=True):
-            layers += [Conv2dBf16(channels, width, 5, stride=stride, padding=2), nn.LeakyReLU(0.2, inplace=True)]
+            layers += [nn.Conv2d(channels, width, 5, stride=stride, padding=2), nn.LeakyReLU(0.2, inplace=True)]
             channels, side = width, -(-side // stride)
         self.convs = nn.Sequential(*layers, nn.Flatten())
         self.latent = nn.Linear(channels * side * side, latent_size)
@@ -260,17 +208,6 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The logit (n,) that ``x`` is real (the critic's score for WGAN-GP)."""
         return self.head(self.features(x)).squeeze(1)
-
-    def twice_differentiable(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` with every layer's backward itself differentiable (the WGAN-GP penalty needs it)."""
-        convs = [m for m in self.modules() if isinstance(m, Conv2dBf16)]
-        for conv in convs:
-            conv.twice_differentiable = True
-        try:
-            return self(x)
-        finally:
-            for conv in convs:
-                conv.twice_differentiable = False
 
 
 class GAN(nn.Module):

@@ -151,7 +151,7 @@ class GanTask(TrainTask):
                         # DDP (which its documentation does not support). The penalty's parameter gradients
                         # still reach DDP's all-reduce: backward accumulates them with the wrapped forward's
                         # before the parameters' hooks fire.
-                        return gradient_penalty(self.d_net.twice_differentiable, real, fake,
+                        return gradient_penalty(self.d_net, real, fake,
                                                 interpolation=config.gp_interpolation)
                 loss_d, parts = discriminator_loss(
                     self.loss, real_out.float(), fake_out.float(), real_label_range=config.real_label_range,
