@@ -13,7 +13,7 @@ from torch import nn
 
 from cytolens.engine import EngineOptions, Position, launch
 from cytolens.profile.gan.config import GanConfig
-from cytolens.profile.gan.models import Generator, UpsampleConv2d, gan_from_config
+from cytolens.profile.gan.models import Generator, gaussian_like, UpsampleConv2d, gan_from_config
 from cytolens.engine.optimizers import create_optimizer
 from cytolens.profile.gan.training import GanTask
 
@@ -112,3 +112,36 @@ def test_the_penalty_differentiates_the_bf16_critic_twice() -> None:
 
     fp32, bf16 = penalty_grad(False), penalty_grad(True)
     assert float(F.cosine_similarity(fp32.flatten(), bf16.flatten(), dim=0)) > 0.99
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_instance_noise_keeps_the_layout_and_is_standard_normal(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(4, 3, 40, 40)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    noise = gaussian_like(x)
+    assert noise.shape == x.shape and noise.dtype == x.dtype
+    assert noise.stride() == x.stride()  # no layout conversion downstream
+    assert abs(float(noise.mean())) < 0.03 and float(noise.std()) == pytest.approx(1.0, abs=0.03)
+    # Independent across channels too (a wrong view would repeat values along one axis).
+    flat = noise.permute(1, 0, 2, 3).reshape(3, -1)
+    assert float(torch.corrcoef(flat).fill_diagonal_(0).abs().max()) < 0.03
+
+
+def test_the_generator_runs_channels_last_when_set_up_so() -> None:
+    # Every convolution of a channels-last generator gets a channels-last input (the reshaped Dense output is
+    # NCHW, which would make each layer convert its input or run NCHW) and the images equal the NCHW model's.
+    torch.manual_seed(0)
+    generator = Generator(filters=(8, 4, 4), base_size=3).eval()
+    z = torch.randn(2, generator.noise_size)
+    expected = generator(z)
+    generator = generator.to(memory_format=torch.channels_last)
+    layouts: list[bool] = []
+    for module in generator.modules():
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_pre_hook(
+                lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    out = generator(z)
+    assert layouts and all(layouts)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
