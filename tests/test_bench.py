@@ -213,3 +213,20 @@ def test_ratios_compare_each_revision_and_precision_with_the_baseline() -> None:
     assert ratios["over_baseline"] == [{"model": "wgan", "batch_size": 64, "32-true": 2.0, "bf16-mixed": 5.0,
                                         "best_over_baseline_32_true": 6.0, "best_over_baseline_best": 5.0}]
     assert ratios["bf16_over_fp32"] == [{"model": "wgan", "batch_size": 64, "ratio": 3.0}]
+
+
+def test_peak_fractions_count_each_revisions_own_work() -> None:
+    from cytolens.bench.runner import _peak_fractions
+
+    def row(code: str, precision: str, flops: float, speed: float) -> dict:
+        return {"model": "lsgan", "batch_size": 64, "precision": precision, "code": code,
+                "flops_per_sample": flops, "samples_per_s": speed}
+
+    # The baseline's generator does more multiply-adds for the same model; the bf16 count differs slightly.
+    rows = [row("current", "32-true", 9e9, 10.0), row("baseline", "32-true", 15e9, 5.0),
+            row("current", "bf16-mixed", 9.1e9, 20.0), row("baseline", "bf16-mixed", 15.2e9, 8.0)]
+    _peak_fractions(rows, {"fp32_gflops": 200.0, "bf16_gflops": 400.0})
+    assert [r["flops_per_sample"] for r in rows] == [9e9, 15e9, 9e9, 15e9]
+    assert [r["achieved_gflops"] for r in rows] == [90.0, 75.0, 180.0, 120.0]
+    assert [r["fraction_of_matmul_peak"] for r in rows] == [0.45, 0.375, 0.45, 0.3]
+    assert rows[2]["flops_per_sample_counted"] == 9.1e9
