@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from cytolens.bench.peer import child_json
 from cytolens.bench.runner import parse_sections, result_paths
@@ -230,3 +231,26 @@ def test_peak_fractions_count_each_revisions_own_work() -> None:
     assert [r["achieved_gflops"] for r in rows] == [90.0, 75.0, 180.0, 120.0]
     assert [r["fraction_of_matmul_peak"] for r in rows] == [0.45, 0.375, 0.45, 0.3]
     assert rows[2]["flops_per_sample_counted"] == 9.1e9
+
+
+@pytest.mark.parametrize("conv", [
+    torch.nn.Conv2d(8, 8, 3, groups=8, bias=False),  # depthwise, as in Xception
+    torch.nn.Conv2d(8, 8, 3, groups=2, bias=False),
+    torch.nn.Conv2d(8, 16, 3, stride=2, bias=False),
+    torch.nn.ConvTranspose2d(8, 4, 3, stride=2, bias=False),
+])
+def test_a_convolutions_training_flops_are_three_forward_passes(conv: torch.nn.Module) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cytolens.bench.workloads import conv_backward_flops
+
+    x = torch.randn(2, 8, 10, 10, requires_grad=True)
+    forward = FlopCounterMode(display=False)
+    with forward:
+        conv(x)
+    step = FlopCounterMode(display=False,
+                           custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    with step:
+        conv(x).sum().backward()
+    # Forward, input gradient and weight gradient: the same multiply-adds each.
+    assert step.get_total_flops() == 3 * forward.get_total_flops()

@@ -123,4 +123,6 @@ def markdown_report(result: dict[str, Any]) -> str:
         for size, ratio in (seg.get("megapixels_per_s_over_baseline") or {}).items():
             lines += [f"`segment predict` {size}: megapixels/s ÷ the baseline's: {_num(ratio)}.", ""]
     lines += [f"Bench time {result['seconds']:.0f} s.", ""]
+    if result.get("note"):  # a correction made to a results file after its run, said where it is read
+        lines += [f"Note: {result['note']}", ""]
     return "\n".join(lines)

@@ -222,11 +222,28 @@ def _sync(runtime: Runtime) -> None:
         torch.cuda.synchronize(runtime.device)
 
 
+def conv_backward_flops(grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias: Any,
+                        _stride: Any, _padding: Any, _dilation: Any, transposed: bool, _output_padding: Any,
+                        _groups: int, output_mask: list[bool], out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of a convolution's backward pass, grouped convolutions included.
+
+    Each of the input and the weight gradient costs what the forward convolution costs (the weight's shape
+    already holds ``in_channels / groups``). torch's own formula rebuilds the weight gradient as a convolution
+    over the transposed batch and ignores ``groups``, so it counts a depthwise convolution's weight gradient
+    ``channels`` times over (DeepLabv3+'s Xception then reads three times the machine's peak).
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def _count_flops(task: TrainTask, position: Position) -> tuple[dict[str, Any], float]:
     """Run one step under the FLOP counter; return its record and the FLOPs counted (0 if none were seen)."""
     from torch.utils import flop_counter
 
-    counter = flop_counter.FlopCounterMode(display=False)
+    counter = flop_counter.FlopCounterMode(
+        display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
     inner = getattr(flop_counter, "_FlopCounterMode", None)
     if inner is None:
         with counter:
