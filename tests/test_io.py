@@ -275,3 +275,53 @@ def test_find_image_files_recurses_in_natural_order_and_names_empty_folders(tmp_
         find_image_files(tmp_path / "empty")
     with pytest.raises(CytolensError, match="no such file or folder"):
         find_image_files(tmp_path / "missing")
+
+
+def _tiff_declaring(path: Path, width: int, height: int) -> Path:
+    """A small valid TIFF whose header is then patched to declare ``width`` × ``height`` pixels."""
+    tifffile.imwrite(path, np.zeros((8, 8), dtype=np.uint8))
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        places = {code: (tags[code].valueoffset, tags[code].dtype) for code in (256, 257)}  # width, length
+    data = bytearray(path.read_bytes())
+    for code, value in ((256, width), (257, height)):
+        offset, kind = places[code]
+        size = 2 if kind == 3 else 4  # SHORT or LONG, little-endian as tifffile writes
+        data[offset : offset + size] = value.to_bytes(size, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A small valid PNG whose IHDR is then patched (with its CRC) to declare ``width`` × ``height`` pixels."""
+    import struct
+    import zlib
+
+    iio.imwrite(path, np.zeros((8, 8), dtype=np.uint8))
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("make", [_tiff_declaring, _png_declaring], ids=["tiff", "png"])
+def test_an_image_declaring_an_absurd_size_is_refused_before_decoding(tmp_path: Path, make) -> None:
+    path = make(tmp_path / f"bomb.{'tif' if make is _tiff_declaring else 'png'}", 60000, 60000)
+    assert path.stat().st_size < 10_000
+    with pytest.raises(ImageReadError, match="bomb") as caught:
+        read_image(path)
+    assert "\n" not in str(caught.value) and path.name in str(caught.value)
+
+
+def test_the_size_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "small.tif"
+    tifffile.imwrite(path, np.zeros((20, 30), dtype=np.uint16))
+    monkeypatch.setenv("CYTOLENS_MAX_IMAGE_PIXELS", "599")
+    with pytest.raises(ImageReadError, match=r"20 × 30 .*CYTOLENS_MAX_IMAGE_PIXELS"):
+        read_image(path)
+    monkeypatch.setenv("CYTOLENS_MAX_IMAGE_PIXELS", "600")
+    assert read_image(path).shape == (20, 30)
+    monkeypatch.setenv("CYTOLENS_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(OptionError, match="CYTOLENS_MAX_IMAGE_PIXELS"):
+        read_image(path)

@@ -6,12 +6,13 @@ loaders is silent truncation to 8 bits). Intensity scaling is never implicit: :f
 does it, by bit depth, by dtype range or by percentiles, as the caller chooses.
 
 Every read validates the file and raises :class:`~cytolens.core.errors.ImageReadError` naming the file and the
-problem (empty, truncated or corrupt, unknown format, unexpected dimensionality, NaN/inf values). Every write
-is atomic.
+problem (empty, truncated or corrupt, unknown format, unexpected dimensionality, NaN/inf values, a declared
+size past :func:`max_image_pixels`, checked before anything is decoded). Every write is atomic.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -44,6 +45,13 @@ _CHANNEL_AXES = "CS"
 # Generic axes (pages, sequences) with no declared meaning: a stack of them is read as channels.
 _GENERIC_AXES = "QIP"
 MAX_CHANNELS = 64
+#: Largest image read whole, in pixel values (height × width × channels × pages), unless
+#: ``CYTOLENS_MAX_IMAGE_PIXELS`` says otherwise: a file declaring more is refused before anything is allocated
+#: (a damaged header or a decompression bomb would otherwise ask for gigabytes to exabytes). 2³⁰ values is a
+#: 32,768² 16-bit image (2 GiB decoded); large TIFFs that ``segment predict`` streams band by band are not held
+#: whole and are not limited by it.
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 30
+MAX_IMAGE_PIXELS_ENV = "CYTOLENS_MAX_IMAGE_PIXELS"
 
 # What tifffile, Pillow/imageio and pypng raise for damaged files.
 _DECODER_ERRORS: tuple[type[BaseException], ...] = (
@@ -121,6 +129,40 @@ def detect_format(path: str | Path) -> str:
     )
 
 
+def max_image_pixels() -> int:
+    """The largest number of pixel values an image read whole may declare (see :data:`DEFAULT_MAX_IMAGE_PIXELS`).
+
+    Raises
+    ------
+    OptionError
+        If ``CYTOLENS_MAX_IMAGE_PIXELS`` is set to anything but a positive whole number.
+    """
+    value = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise OptionError(f"{MAX_IMAGE_PIXELS_ENV} must be a positive whole number of pixels, got {value!r}")
+    return limit
+
+
+def _check_declared_size(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse an image whose header declares more pixel values than :func:`max_image_pixels`, before decoding."""
+    values = int(np.prod([int(n) for n in shape], dtype=object))
+    limit = max_image_pixels()
+    if values > limit:
+        size = " × ".join(str(int(n)) for n in shape)
+        raise ImageReadError(
+            f"declares an image of {size} ({values / 1e9:.3g} billion pixel values), more than the limit of "
+            f"{limit / 1e9:.3g} billion: a damaged header or a decompression bomb; set {MAX_IMAGE_PIXELS_ENV} "
+            "to read a genuine image this large",
+            path=path,
+        )
+
+
 def read_image(
     path: str | Path,
     *,
@@ -161,6 +203,9 @@ def read_image(
             image = _read_pillow(path, channel_axis=channel_axis)
     except (ImageReadError, OptionError):  # ours, already phrased for the user (OptionError is a ValueError)
         raise
+    except MemoryError as exc:
+        raise ImageReadError(f"cannot be read: decoding it needs more memory than this machine has ({exc})",
+                             path=path) from exc
     except _DECODER_ERRORS as exc:
         # Decoders signal damage with many exception types; the user only needs to know the file is bad.
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -195,11 +240,13 @@ def _read_tiff(path: Path, *, channel_axis: int | None) -> np.ndarray:
         if not tif.series:
             raise ImageReadError("TIFF file holds no image", path=path)
         series = tif.series[0]
-        data = series.asarray()
-        axes = series.axes
         # A plain multi-page file written page by page comes back as several 2-D series of one shape:
         # stack them as channels (a common way to store one channel per page).
-        if len(tif.series) > 1 and all(s.shape == series.shape and s.axes == "YX" for s in tif.series):
+        stacked = len(tif.series) > 1 and all(s.shape == series.shape and s.axes == "YX" for s in tif.series)
+        _check_declared_size(path, ((len(tif.series),) if stacked else ()) + tuple(series.shape))
+        data = series.asarray()
+        axes = series.axes
+        if stacked:
             data = np.stack([s.asarray() for s in tif.series])
             axes = "Q" + axes
     return _to_channels_last(data, axes, channel_axis=channel_axis, path=path)
@@ -207,7 +254,14 @@ def _read_tiff(path: Path, *, channel_axis: int | None) -> np.ndarray:
 
 def _read_pillow(path: Path, *, channel_axis: int | None) -> np.ndarray:
     import imageio.v3 as iio
+    from PIL import Image
 
+    try:
+        # Only the header is read here; Pillow refuses sizes past its own limit (about 179 megapixels) too.
+        with Image.open(path) as opened:
+            _check_declared_size(path, (opened.height, opened.width, len(opened.getbands())))
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"declares an image too large to decode safely ({exc})", path=path) from exc
     if detect_format(path) == "png" and _png_is_16bit_colour(path):
         data = _read_png_16bit_colour(path)
     else:
