@@ -50,6 +50,40 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
         resolve_config_path("no-such-config")
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("classes: ['0', '1', '0']\n", r"'classes': .*distinct; repeated: 0"),
+    ("classes: [only]\n", r"'classes': .*at least 2 classes"),
+    ("training: {lr: .inf}\n", r"'training.lr': .*finite"),
+    ("training: {lr: .nan}\n", r"'training.lr': .*finite"),
+    ("seed: -1\n", r"'seed': .*greater than or equal to 0"),
+    ("folds: ten\n", r"'folds': .*integer"),
+    ("name: !!python/object/apply:os.system [ls]\n", r"not valid YAML \(could not determine a constructor .* line 1"),
+    ("base: &b {lr: 0.1}\ntraining: *b\n", r"not valid YAML \(aliases \(\*name\) are not allowed in a config at line 2"),
+])
+def test_bad_config_values_are_one_line_naming_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    bad = tmp_path / "bad config.yaml"
+    bad.write_text(text)
+    with pytest.raises(CytolensError, match=message) as caught:
+        load_config(bad, ClassifyConfig)
+    assert "bad config.yaml" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_binary_file_given_as_a_config_is_named(tmp_path: Path) -> None:
+    binary = tmp_path / "weights.pt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CytolensError, match=r"weights.pt: not a text file"):
+        load_config(binary, ClassifyConfig)
+
+
+def test_segmentation_class_names_are_distinct(tmp_path: Path) -> None:
+    from cytolens.segment.config import SegmentConfig
+
+    bad = tmp_path / "seg.yaml"
+    bad.write_text("classes: [background, nucleus, nucleus]\n")
+    with pytest.raises(CytolensError, match="repeated: nucleus"):
+        load_config(bad, SegmentConfig)
+
+
 def test_saved_config_round_trips(tmp_path: Path) -> None:
     config = load_config("shpilman2017-cpu", ClassifyConfig, seed=11)
     assert config.seed == 11

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from cytolens.core.config import StrictModel
+from cytolens.core.config import ClassNames, StrictModel
 from cytolens.engine.config import ExperimentConfig
 from cytolens.data.intensity import IntensityConfig
 
@@ -58,7 +58,7 @@ class ClassifyConfig(ExperimentConfig):
     """
 
     name: str = "classify"
-    classes: list[str] | None = None
+    classes: ClassNames | None = None
     group_pattern: str | None = None
     # Data
     test_per_class: int = Field(default=100, ge=1)
@@ -79,6 +79,13 @@ class ClassifyConfig(ExperimentConfig):
     xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
     gradcam_examples: int = Field(default=6, ge=0)
     tta: bool = False
+
+    @field_validator("classes")
+    @classmethod
+    def _two_classes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(value) < 2:  # distinct names are ClassNames' rule
+            raise ValueError(f"classification needs at least 2 classes, got {value}")
+        return value
 
     @field_validator("rotations")
     @classmethod

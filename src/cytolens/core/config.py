@@ -8,10 +8,10 @@ resumed and reloaded by path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from cytolens.core.atomic import write_text_atomic
 from cytolens.core.errors import CytolensError
@@ -20,9 +20,33 @@ ConfigT = TypeVar("ConfigT", bound="StrictModel")
 
 
 class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+    """Base of every config section: unknown keys are errors, values are validated on assignment, and a float is
+    finite (``lr: .inf`` would otherwise pass validation and waste a whole run)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _distinct_names(names: list[str]) -> list[str]:
+    if any(not name.strip() for name in names):
+        raise ValueError("a class name is empty")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"class names must be distinct; repeated: {', '.join(repeated)}")
+    return names
+
+
+#: A list of class names, none empty and none repeated (a repeated one would train a "0 vs 0" task).
+ClassNames = Annotated[list[str], AfterValidator(_distinct_names)]
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases: a config has no use for them, and nested ones expand exponentially."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config", mark)
+        return super().compose_node(parent, index)
 
 
 PACKAGED_CONFIGS = Path(__file__).parent.parent / "configs"
@@ -74,9 +98,20 @@ def load_config(path: str | Path, model: type[ConfigT], **overrides: object) -> 
     """
     path = resolve_config_path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CytolensError("not a text file (a config is YAML in UTF-8)", path=path) from exc
+    except OSError as exc:
+        raise CytolensError(f"cannot be read ({exc.strerror or exc})", path=path) from exc
+    try:
+        data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader without aliases
     except yaml.YAMLError as exc:
-        raise CytolensError(f"not valid YAML ({str(exc).splitlines()[0]})", path=path) from exc
+        mark = getattr(exc, "problem_mark", None)
+        if getattr(exc, "problem", None) and mark is not None:
+            detail = f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"  # type: ignore[attr-defined]
+        else:
+            detail = str(exc).splitlines()[0]
+        raise CytolensError(f"not valid YAML ({detail})", path=path) from exc
     if not isinstance(data, dict):
         raise CytolensError("a config must be a mapping of keys to values", path=path)
     data.update({key: value for key, value in overrides.items() if value is not None})
