@@ -99,3 +99,20 @@ def test_console_script_is_installed() -> None:
         [sys.executable, "-m", "cytolens", "--version"], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0 and __version__ in result.stdout
+
+
+@pytest.mark.parametrize("rename", ["file", "class folder"])
+def test_a_name_that_is_not_utf8_is_one_line_naming_it(capsys, class_folders, rename: str) -> None:
+    import os
+
+    root = class_folders({"0": 2, "1": 2})
+    if rename == "file":
+        image = sorted((root / "0").iterdir())[0]
+        os.rename(os.fsencode(image), os.fsencode(root / "0") + b"/caf\xe9.tif")
+        shown = "caf\\xe9.tif"
+    else:
+        os.rename(os.fsencode(root / "1"), os.fsencode(root) + b"/gr\xfcn")
+        shown = "gr\\xfcn"
+    code, _, err = run(["data", "check", str(root)], capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert shown in err and "not valid UTF-8" in err

@@ -16,7 +16,7 @@ from typer.exceptions import Abort, Exit, TyperException
 
 from cytolens import __version__
 from cytolens.core.console import console, error_line, progress_bar, stdout
-from cytolens.core.errors import CytolensError
+from cytolens.core.errors import CytolensError, display_path
 
 app = typer.Typer(
     name="cytolens",
@@ -360,6 +360,6 @@ def main(argv: list[str] | None = None) -> None:
         # A file the user named cannot be written or read (permissions, full disk, missing folder).
         if debug or exc.filename is None:
             raise
-        error_line(f"{exc.filename}: {exc.strerror or exc}")
+        error_line(f"{display_path(exc.filename)}: {exc.strerror or exc}")
         sys.exit(2)
     sys.exit(status if isinstance(status, int) else 0)

@@ -26,7 +26,27 @@ class CytolensError(Exception):
         self.path = None if path is None else Path(path)
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path is not None else self.message
+        return f"{display_path(self.path)}: {self.message}" if self.path is not None else self.message
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printable text: bytes of a name that are not UTF-8 (a file from an old file server, decoded by
+    Python as lone surrogates, which no UTF-8 console or file can take) are shown as ``\\xe9`` escapes."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_utf8_name(path: Path) -> Path:
+    """Return ``path``, or raise :class:`CytolensError` if its name is not valid UTF-8.
+
+    Such names cannot be stored in the manifests, tables and reports every run writes, so they are refused
+    when a folder is scanned, with the name shown escaped.
+    """
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CytolensError("name is not valid UTF-8 (bytes of another system's encoding); rename it",
+                            path=path) from None
+    return path
 
 
 class ImageReadError(CytolensError):

@@ -24,7 +24,7 @@ import png  # pypng: Pillow reads and writes 16-bit colour PNG as 8-bit
 import tifffile
 
 from cytolens.core.atomic import atomic_path
-from cytolens.core.errors import CytolensError, ImageReadError, OptionError, check_choice
+from cytolens.core.errors import CytolensError, ImageReadError, OptionError, check_choice, check_utf8_name
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
@@ -538,7 +538,8 @@ def iter_image_files(folder: str | Path) -> list[Path]:
 
     folder = Path(folder)
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return natsorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: p.name)
+    images = [check_utf8_name(p) for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    return natsorted(images, key=lambda p: p.name)
 
 
 def find_image_files(path: str | Path) -> list[Path]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from cytolens.core.atomic import atomic_path
-from cytolens.core.errors import LayoutError, OptionError
+from cytolens.core.errors import LayoutError, OptionError, check_utf8_name
 from cytolens.data.io import IMAGE_SUFFIXES, iter_image_files
 from cytolens.data.label_pairs import image_folder
 
@@ -191,6 +191,7 @@ def scan_class_folders(
         for entry in sorted(base.iterdir()):
             if entry.name.startswith("."):
                 continue
+            check_utf8_name(entry)  # a class name goes into every table and report
             if split == "" and entry.is_dir() and entry.name in SPLIT_FOLDERS:
                 ignored.append((entry, "a split folder beside class folders; use either layout, not both"))
                 continue
