@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from cytolens.classify.config import ClassifyConfig, SharpenConfig
 from cytolens.data.intensity import IntensityConfig
@@ -129,3 +131,60 @@ def test_search_ranks_topologies_by_cross_validation(data: Path, tmp_path: Path)
     manifest = pd.read_parquet(tmp_path / "search" / "manifest.parquet")
     assert (manifest.loc[manifest["split"] == "test", "fold"] == -1).all()
     json.dumps(ranked.to_dict())  # plain values
+
+
+def _damage(run: Path, target: Path, how: str) -> Path:
+    damaged = target / "run"
+    shutil.copytree(run, damaged)
+    if how == "config.yaml: not YAML":
+        (damaged / "config.yaml").write_bytes(b"\x00\xff{{: [")
+    elif how == "config.yaml: not a config":
+        (damaged / "config.yaml").write_text("folds: many\n")
+    elif how == "done.json: corrupt":
+        (damaged / "done.json").write_text('{"units": ')
+    elif how == "checkpoint: wrong shape":
+        checkpoint = damaged / "checkpoints" / "3_classes" / "cnn_t_s" / "fold0.pt"  # what predict loads
+        state = torch.load(checkpoint, weights_only=True)
+        key = next(k for k, v in _tensors(state) if v.ndim > 1)
+        _set(state, key, torch.zeros(3, 3, 3, 3))
+        torch.save(state, checkpoint)
+    elif how == "checkpoint: unexpected keys":
+        checkpoint = damaged / "checkpoints" / "3_classes" / "cnn_t_s" / "fold0.pt"  # what predict loads
+        torch.save({"something": torch.zeros(2)}, checkpoint)
+    elif how == "checkpoint: not a checkpoint":
+        checkpoint = damaged / "checkpoints" / "3_classes" / "cnn_t_s" / "fold0.pt"  # what predict loads
+        checkpoint.write_bytes(b"PK\x03\x04 not really")
+    return damaged
+
+
+def _tensors(state: object, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
+    if isinstance(state, torch.Tensor):
+        return [(prefix, state)]
+    if isinstance(state, dict):
+        return [item for key, value in state.items() for item in _tensors(value, f"{prefix}/{key}")]
+    return []
+
+
+def _set(state: dict, key: str, value: torch.Tensor) -> None:
+    *parents, last = key.strip("/").split("/")
+    for part in parents:
+        state = state[part]
+    state[last] = value
+
+
+DAMAGES = ["config.yaml: not YAML", "config.yaml: not a config", "done.json: corrupt",
+           "checkpoint: wrong shape", "checkpoint: unexpected keys", "checkpoint: not a checkpoint"]
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_run_folder_is_one_line_naming_the_file(run: Path, folders: tuple[Path, Path], tmp_path: Path,
+                                                          capsys, how: str) -> None:
+    damaged = _damage(run, tmp_path, how)
+    with pytest.raises(SystemExit) as info:
+        main(["classify", "predict", str(damaged), str(folders[0]), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    named = how.split(":")[0]
+    assert (".pt" in err) if named == "checkpoint" else (named in err), err
+    assert not (tmp_path / "p.csv").exists()

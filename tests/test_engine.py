@@ -195,6 +195,23 @@ def test_checkpoints_refuse_pickled_objects_and_truncated_files(tmp_path: Path) 
         load_checkpoint(truncated)
 
 
+def test_weights_of_another_model_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    from cytolens.engine import load_weights
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    good = save_checkpoint({"model": model.state_dict()}, tmp_path / "good.pt")
+    other = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    assert load_weights(other, good, "model") is other
+    assert torch.equal(other[0].weight, model[0].weight)
+    wider = save_checkpoint({"model": torch.nn.Sequential(torch.nn.Linear(4, 5)).state_dict()}, tmp_path / "wide.pt")
+    with pytest.raises(CytolensError, match=r"wide.pt: holds weights of another model \(size mismatch for 0.weight"):
+        load_weights(other, wider, "model")
+    with pytest.raises(CytolensError, match=r"good.pt: holds weights of another model \(Missing key"):
+        load_weights(other, good)  # the top level is {"model": ...}, not the weights
+    with pytest.raises(CytolensError, match=r"good.pt: not a checkpoint of this kind: no 'state'"):
+        load_weights(other, good, "state")
+
+
 class _Config(ExperimentConfig):
     lr: float = 0.1
 

@@ -22,7 +22,7 @@ import torch
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import Task, preprocess_image
 from cytolens.classify.models import create_model
-from cytolens.engine import EngineOptions, Runtime, launch, load_checkpoint
+from cytolens.engine import EngineOptions, Runtime, launch, load_weights
 from cytolens.core.errors import CytolensError, ImageReadError, OptionError
 from cytolens.data.io import find_image_files, read_image
 
@@ -63,7 +63,7 @@ def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all")
             config.model, num_classes=len(task.classes), in_chans=1, input_size=config.input_size,
             **config.model_options,
         )
-        model.load_state_dict(load_checkpoint(checkpoint_path(run, task, variant, record["fold"])))
+        load_weights(model, checkpoint_path(run, task, variant, record["fold"]))
         model.eval()
         models.append(model)
     return models

@@ -8,7 +8,7 @@
   :mod:`~cytolens.engine.fingerprint`, :mod:`~cytolens.engine.parameters`, :mod:`~cytolens.engine.optimizers`.
 """
 
-from cytolens.engine.checkpoint import load_checkpoint, save_checkpoint
+from cytolens.engine.checkpoint import load_checkpoint, load_weights, loading_state_from, save_checkpoint
 from cytolens.engine.config import ExperimentConfig
 from cytolens.engine.fingerprint import data_fingerprint, file_sha1
 from cytolens.engine.optimizers import OPTIMIZERS, create_optimizer
@@ -22,6 +22,6 @@ from cytolens.engine.threads import configure_threads
 __all__ = [
     "OPTIMIZERS", "PRECISIONS", "EarlyStopping", "EngineOptions", "ExperimentConfig", "FitLoop", "FitResult",
     "LoopSettings", "Position", "RunFolder", "RunRecord", "Runtime", "TimeBudget", "TrainTask", "configure_threads",
-    "create_optimizer", "data_fingerprint", "derive_seed", "file_sha1", "launch", "load_checkpoint", "load_run",
+    "create_optimizer", "data_fingerprint", "derive_seed", "file_sha1", "launch", "load_checkpoint", "load_run", "load_weights", "loading_state_from",
     "resolve_precision", "run_kind", "save_checkpoint", "seed_everything", "shard_bounds",
 ]

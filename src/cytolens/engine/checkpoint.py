@@ -6,6 +6,8 @@ objects. A truncated or foreign file is refused with one line naming it.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch
 from cytolens.core.atomic import atomic_path
 from cytolens.core.errors import CytolensError
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["load_checkpoint", "load_weights", "loading_state_from", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -44,3 +46,37 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CytolensError(f"not a checkpoint: holds a {type(state).__name__}, not a mapping", path=path)
     return state
+
+
+def load_weights(module: torch.nn.Module, path: str | Path, *keys: str) -> torch.nn.Module:
+    """Load the weights stored at ``keys`` of the checkpoint ``path`` (its top level when none) into ``module``.
+
+    Raises
+    ------
+    CytolensError
+        If the file is not a loadable checkpoint, lacks ``keys``, or holds weights of another model (wrong
+        shapes, missing or unexpected layers); the message names the file and the first mismatch.
+    """
+    path = Path(path)
+    state: Any = load_checkpoint(path)
+    for key in keys:
+        if not isinstance(state, dict) or key not in state:
+            raise CytolensError(f"not a checkpoint of this kind: no {'/'.join(keys)!r} in it", path=path)
+        state = state[key]
+    with loading_state_from(path):
+        module.load_state_dict(state)
+    return module
+
+
+@contextlib.contextmanager
+def loading_state_from(path: str | Path) -> Iterator[None]:
+    """Turn ``load_state_dict``'s errors (weights of another model) into one :class:`CytolensError` naming ``path``."""
+    try:
+        yield
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        # "Error(s) in loading state_dict for ConvNet:\n\tsize mismatch for ...": the first problem is enough.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(error).__name__)
+        if len(detail) > 200:
+            detail = detail[:197] + "..."
+        raise CytolensError(f"holds weights of another model ({detail})", path=Path(path)) from error

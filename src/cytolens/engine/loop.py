@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from cytolens.core.console import console
-from cytolens.engine.checkpoint import load_checkpoint, save_checkpoint
+from cytolens.engine.checkpoint import load_checkpoint, loading_state_from, save_checkpoint
 from cytolens.engine.runtime import Runtime
 from cytolens.engine.seeds import derive_seed
 
@@ -243,7 +243,8 @@ class FitLoop:
             from cytolens.core.errors import CytolensError
 
             raise CytolensError("not a resume checkpoint of cytolens' fit loop", path=self.checkpoint)
-        task.load_state_dict(payload["task"])
+        with loading_state_from(self.checkpoint):
+            task.load_state_dict(payload["task"])
         history = json.loads(payload["history"])
         state = dict(payload["loop"])
         # Limits and budgets are this session's (a schedule may have grown); only early stopping is final.

@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from cytolens.core.atomic import write_text_atomic
-from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_checkpoint, load_run
+from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_run, load_weights
 from cytolens.core.errors import CytolensError, ImageReadError
 from cytolens.data.io import normalize_intensity, write_tiff
 from cytolens.data.tiles import ImageRows, band_percentiles, open_image_rows
@@ -106,7 +106,7 @@ def load_models(run: SegmentRun, folds: list[int], device: torch.device | None =
     models = []
     for fold in folds:
         model = new_model(run.config)
-        model.load_state_dict(load_checkpoint(checkpoint_path(run.path, fold)))
+        load_weights(model, checkpoint_path(run.path, fold))
         models.append(model.eval().to(device))
     return models
 

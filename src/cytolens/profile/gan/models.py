@@ -412,7 +412,7 @@ def load_gan(run: str | Path) -> tuple[GAN, Any, int]:
     CytolensError
         If the folder is not a ``profile train`` run or has no checkpoint.
     """
-    from cytolens.engine import load_checkpoint, load_run
+    from cytolens.engine import load_checkpoint, load_run, loading_state_from
     from cytolens.core.errors import CytolensError
     from cytolens.profile.gan.config import GanConfig
     from cytolens.profile.gan.training import CHECKPOINT, KIND
@@ -422,8 +422,9 @@ def load_gan(run: str | Path) -> tuple[GAN, Any, int]:
     if "task" not in payload or "loop" not in payload:
         raise CytolensError("not a checkpoint of 'profile train' (no task state)", path=Path(run) / CHECKPOINT)
     gan = gan_from_config(record.config)
-    gan.generator.load_state_dict(payload["task"]["generator"])
-    gan.discriminator.load_state_dict(payload["task"]["discriminator"])
+    with loading_state_from(Path(run) / CHECKPOINT):
+        gan.generator.load_state_dict(payload["task"]["generator"])
+        gan.discriminator.load_state_dict(payload["task"]["discriminator"])
     return gan.eval(), record.config, int(payload["loop"]["step"])
 
 
