@@ -151,6 +151,10 @@ def _damage(run: Path, target: Path, how: str) -> Path:
     elif how == "checkpoint: unexpected keys":
         checkpoint = damaged / "checkpoints" / "3_classes" / "cnn_t_s" / "fold0.pt"  # what predict loads
         torch.save({"something": torch.zeros(2)}, checkpoint)
+    elif how == "fold1.pt: missing":
+        (damaged / "checkpoints" / "3_classes" / "cnn_t_s" / "fold1.pt").unlink()
+    elif how == "done.json: a fold's, corrupt":
+        (damaged / "units" / "3_classes" / "cnn_t_s" / "fold0" / "done.json").write_text("{")
     elif how == "checkpoint: not a checkpoint":
         checkpoint = damaged / "checkpoints" / "3_classes" / "cnn_t_s" / "fold0.pt"  # what predict loads
         checkpoint.write_bytes(b"PK\x03\x04 not really")
@@ -173,7 +177,8 @@ def _set(state: dict, key: str, value: torch.Tensor) -> None:
 
 
 DAMAGES = ["config.yaml: not YAML", "config.yaml: not a config", "done.json: corrupt",
-           "checkpoint: wrong shape", "checkpoint: unexpected keys", "checkpoint: not a checkpoint"]
+           "checkpoint: wrong shape", "checkpoint: unexpected keys", "checkpoint: not a checkpoint", "fold1.pt: missing",
+           "done.json: a fold's, corrupt"]
 
 
 @pytest.mark.parametrize("how", DAMAGES)

@@ -50,9 +50,18 @@ def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all")
     from cytolens.classify.evaluate import read_classify_run
 
     config, _, _ = read_classify_run(run)
-    folders = sorted((run / "units" / task.slug / VARIANT_SLUGS[variant]).glob("fold*/done.json"))
-    records = [json.loads(p.read_text()) for p in folders]
-    records = [r for r in records if checkpoint_path(run, task, variant, r["fold"]).is_file()]
+    records = []
+    for done in sorted((run / "units" / task.slug / VARIANT_SLUGS[variant]).glob("fold*/done.json")):
+        try:
+            record = json.loads(done.read_text(encoding="utf-8"))
+            fold = int(record["fold"])
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise CytolensError(f"is damaged ({type(exc).__name__}); train this fold again", path=done) from exc
+        # A fold that finished but lost its weights would quietly leave the ensemble a fold short.
+        if not checkpoint_path(run, task, variant, fold).is_file():
+            raise CytolensError(f"fold {fold} finished but its checkpoint is missing; restore it or train the "
+                                "fold again", path=checkpoint_path(run, task, variant, fold))
+        records.append(record)
     if not records:
         raise CytolensError(f"no trained model for task {task.name!r}, variant {variant}", path=run)
     if which == "best":
