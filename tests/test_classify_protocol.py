@@ -190,3 +190,19 @@ def test_predict_defaults_to_the_all_classes_task() -> None:
     assert _choose_task(tasks, ["0", "0.1", "1"], "1 vs 0").name == "0 vs 1"
     with pytest.raises(Exception, match="has no model for all classes"):
         _choose_task(tasks[:1], ["0", "0.1", "1"], None)
+
+
+def test_training_agrees_with_data_check(class_folders, capsys) -> None:
+    import shutil
+
+    from cytolens.classify.training import prepare_manifest
+
+    config = validate_config({"test_per_class": 1, "folds": 2}, ClassifyConfig)
+    root = class_folders({"0": 4, "1": 4})
+    shutil.copy(root / "0" / "cell_001.tif", root / "1" / "cell_003.tif")
+    prepare_manifest(root, config)
+    err = capsys.readouterr().err
+    assert "warning:" in err and "cell_003.tif" in err and "identical to" in err
+    shutil.rmtree(root / "1")
+    with pytest.raises(CytolensError, match="only one class"):
+        prepare_manifest(root, config)

@@ -35,7 +35,7 @@ from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.data import Task, add_rotations, build_tasks, load_inputs
 from cytolens.classify.models import create_model
 from cytolens.classify.fit import fit_classifier, predict_proba
-from cytolens.core.console import console, progress_bar
+from cytolens.core.console import console, progress_bar, warning_line
 from cytolens.data.datacheck import check_dataset
 from cytolens.engine import (
     EngineOptions,
@@ -47,7 +47,7 @@ from cytolens.engine import (
     launch,
     save_checkpoint,
 )
-from cytolens.core.errors import CytolensError, OptionError
+from cytolens.core.errors import CytolensError, OptionError, display_path
 from cytolens.data.layouts import write_manifest
 from cytolens.data.splits import grouped_stratified_kfold, holdout_per_class
 
@@ -101,6 +101,11 @@ def prepare_manifest(data: str | Path, config: ClassifyConfig) -> tuple[pd.DataF
             f"('cytolens data check {data}' lists them all)",
             path=data,
         )
+    if len(check.dataset.classes) < 2:
+        raise CytolensError(f"only one class ({check.dataset.classes[0]!r}); classification needs at least two",
+                            path=data)
+    for path, message in check.warnings:  # the same wording as 'cytolens data check'
+        warning_line(f"{display_path(path)}: {message}")
     samples = check.dataset.samples.copy()
     fixed_test = (samples["split"] == "test").to_numpy()
     if fixed_test.any():

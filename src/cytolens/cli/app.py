@@ -164,6 +164,8 @@ def print_check(check: object) -> None:
         )
     for item in summary["ignored"]:
         stdout.print(f"ignored: {item['path']}: {item['reason']}", markup=False)
+    for path, message in getattr(check, "warnings", []):
+        stdout.print(f"warning: {path}: {message}", markup=False)
     problems = check.problems  # type: ignore[attr-defined]
     if problems:
         stdout.print(f"[bold red]{len(problems)} problem file(s):[/]")

@@ -51,3 +51,10 @@ def error_line(message: str) -> None:
 
     # Text, not markup: a message may contain brackets such as "[0, 1]".
     console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
+def warning_line(message: str) -> None:
+    """Print a warning as one line on stderr (the data is usable, but the user should know)."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("warning: ", "bold yellow"), message), soft_wrap=True)

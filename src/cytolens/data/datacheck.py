@@ -8,6 +8,7 @@ The same code runs before every pipeline, so a folder that passes the check is o
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,10 @@ from cytolens.core.errors import ImageReadError
 from cytolens.data.io import read_image, read_image_info
 from cytolens.data.label_pairs import ImageLabelDataset, scan_image_label_pairs
 from cytolens.data.layouts import ClassFolderDataset, scan_class_folders
+
+#: Images smaller than this on a side are refused: a 1 × 1 "image" is a broken export, not a cell.
+MIN_IMAGE_SIDE = 8
+FILE_COLUMNS = ["path", "class", "split", "height", "width", "channels", "dtype", "bits_used", "format"]
 
 
 @dataclass
@@ -39,14 +44,15 @@ class DatasetCheck:
     dataset: ClassFolderDataset
     files: pd.DataFrame
     problems: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when every image file could be read."""
+        """True when every image file could be used."""
         return not self.problems
 
     def summary(self) -> dict[str, object]:
-        """A JSON-ready summary: layout, classes with counts, sizes, dtypes, bit depth in use, problems."""
+        """A JSON-ready summary: layout, classes with counts, sizes, dtypes, bit depth in use, problems, warnings."""
         files = self.files
         counts = self.dataset.counts()
         return {
@@ -56,6 +62,7 @@ class DatasetCheck:
             "counts": {name: {str(k): int(v) for k, v in row.items()} for name, row in counts.iterrows()},
             "images": len(files),
             **_image_summary(files, self.problems, self.dataset.ignored),
+            "warnings": [{"path": str(p), "warning": m} for p, m in self.warnings],
         }
 
 
@@ -114,38 +121,80 @@ def check_dataset(
     """
     dataset = scan_class_folders(root, classes=classes, group_pattern=group_pattern)
     rows = []
-    problems: list[tuple[Path, str]] = []
-    keep = []
+    problems: dict[Path, str] = {}
     samples = dataset.samples
     for path_text, class_name, split in zip(samples["path"], samples["class"], samples["split"]):
         path = Path(path_text)
         try:
             info = read_image_info(path)
         except ImageReadError as exc:
-            problems.append((path, exc.message))
-            keep.append(False)
+            problems[path] = exc.message
         else:
-            keep.append(True)
-            rows.append(
-                {
-                    "path": path_text,
-                    "class": class_name,
-                    "split": split,
-                    "height": info.shape[0],
-                    "width": info.shape[1],
-                    "channels": info.channels,
-                    "dtype": str(info.dtype),
-                    "bits_used": info.bits_used,
-                    "format": info.format,
-                }
-            )
+            if min(info.shape[:2]) < MIN_IMAGE_SIDE:
+                problems[path] = (f"is {info.shape[0]} × {info.shape[1]} pixels; an image must be at least "
+                                  f"{MIN_IMAGE_SIDE} × {MIN_IMAGE_SIDE}")
+            else:
+                rows.append({
+                    "path": path_text, "class": class_name, "split": split, "height": info.shape[0],
+                    "width": info.shape[1], "channels": info.channels, "dtype": str(info.dtype),
+                    "bits_used": info.bits_used, "format": info.format, "sha1": _sha1(path),
+                })
         if progress is not None:
             progress(1)
-    dataset.samples = dataset.samples[keep].reset_index(drop=True)
-    files = pd.DataFrame(
-        rows, columns=["path", "class", "split", "height", "width", "channels", "dtype", "bits_used", "format"]
-    )
-    return DatasetCheck(dataset=dataset, files=files, problems=problems)
+    files = pd.DataFrame(rows, columns=[*FILE_COLUMNS, "sha1"])
+    problems.update(_odd_channel_counts(files))
+    files = files[~files["path"].map(lambda p: Path(p) in problems)]
+    warnings = _duplicates_across_classes(files)
+    if len(dataset.classes) == 1:
+        warnings.append((Path(root), f"only one class ({dataset.classes[0]!r}); classification needs at least two"))
+    dataset.samples = dataset.samples[~dataset.samples["path"].map(lambda p: Path(p) in problems)].reset_index(
+        drop=True)
+    return DatasetCheck(dataset=dataset, files=files.drop(columns="sha1").reset_index(drop=True),
+                        problems=list(problems.items()), warnings=warnings)
+
+
+def _sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _odd_channel_counts(files: pd.DataFrame) -> dict[Path, str]:
+    """Images whose channel count is not the dataset's (most common) one, unless their channels are copies.
+
+    A z-stack saved among 2-D images reads as a many-channel image, and an RGB PNG among grayscale ones as a
+    3-channel image; a grayscale image saved as RGB (three equal channels) is fine, since the pipelines read
+    it as one channel.
+    """
+    if not len(files):
+        return {}
+    usual = int(files["channels"].mode().min())
+    odd: dict[Path, str] = {}
+    for path_text, channels in zip(files["path"], files["channels"]):
+        if int(channels) == usual:
+            continue
+        image = read_image(Path(path_text))
+        if usual == 1 and image.ndim == 3 and all(np.array_equal(image[..., 0], image[..., c])
+                                                  for c in range(1, image.shape[2])):
+            continue
+        odd[Path(path_text)] = (f"has {int(channels)} channels where the dataset's images have {usual} (an RGB "
+                                "image among grayscale ones, or a stack of planes saved as one file?)")
+    return odd
+
+
+def _duplicates_across_classes(files: pd.DataFrame) -> list[tuple[Path, str]]:
+    """A warning for each file identical, byte for byte, to one in another class or on the other side of a split."""
+    warnings = []
+    for _, same in files.groupby("sha1"):
+        if len(same) < 2:
+            continue
+        first = same.iloc[0]
+        for _, other in same.iloc[1:].iterrows():
+            if other["class"] != first["class"]:
+                warnings.append((Path(other["path"]), f"identical to {first['path']} (class {first['class']!r}): "
+                                                      f"the same image in two classes"))
+            elif other["split"] != first["split"]:
+                warnings.append((Path(other["path"]), f"identical to {first['path']}: the same image in "
+                                                      "training and test data (a leak)"))
+    return warnings
 
 
 @dataclass

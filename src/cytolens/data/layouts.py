@@ -195,12 +195,17 @@ def scan_class_folders(
             if split == "" and entry.is_dir() and entry.name in SPLIT_FOLDERS:
                 ignored.append((entry, "a split folder beside class folders; use either layout, not both"))
                 continue
+            if entry.is_symlink() and not entry.exists():
+                ignored.append((entry, "a symbolic link that leads nowhere (a loop or a missing target)"))
+                continue
             if not entry.is_dir():
                 ignored.append((entry, "not in a class folder (metadata, or an image without a class)"))
                 continue
             images = iter_image_files(entry)
             others = [p for p in entry.iterdir() if p.is_file() and not p.name.startswith(".") and p not in images]
             ignored.extend((p, "not an image format cytolens reads") for p in others)
+            ignored.extend((p, "a symbolic link that leads nowhere (a loop or a missing target)")
+                           for p in entry.iterdir() if p.is_symlink() and not p.exists())
             if not images:
                 ignored.append((entry, "class folder with no images"))
                 continue
