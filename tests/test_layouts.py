@@ -98,6 +98,7 @@ def test_same_field_name_in_two_classes_is_two_groups(class_folders) -> None:
         (lambda p: None, "not found"),
         (lambda p: p.write_text("x"), "is a file"),
         (lambda p: p.mkdir(), "matches no known layout"),
+        (lambda p: [(p / name).mkdir(parents=True) for name in ("brightfield", "dapi")], "has brightfield/ but no labels/"),
     ],
 )
 def test_unusable_folders(tmp_path: Path, setup, message: str) -> None:

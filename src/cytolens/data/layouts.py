@@ -33,7 +33,7 @@ import pandas as pd
 from cytolens.core.atomic import atomic_path
 from cytolens.core.errors import LayoutError, OptionError, check_utf8_name
 from cytolens.data.io import IMAGE_SUFFIXES, iter_image_files
-from cytolens.data.label_pairs import image_folder
+from cytolens.data.label_pairs import IMAGE_FOLDERS, LABEL_FOLDER, image_folder
 
 LAYOUTS: tuple[str, ...] = ("class_folders", "class_folders_split", "image_label_pairs", "bbbc021")
 SPLIT_FOLDERS: tuple[str, ...] = ("train", "test")
@@ -124,6 +124,14 @@ def detect_layout(root: str | Path) -> str:
     # Checked next: images/ and labels/ would otherwise look like two classes.
     if image_folder(root) is not None:
         return "image_label_pairs"
+    pair_images = sorted(subdirs & set(IMAGE_FOLDERS))
+    if pair_images:
+        # An images/ (or brightfield/) folder is a segmentation dataset's, not a class named "brightfield".
+        raise LayoutError(
+            f"has {pair_images[0]}/ but no {LABEL_FOLDER}/: a segmentation dataset needs its label images there "
+            f"('cytolens segment labels {root}' derives them from the fluorescence channels)",
+            path=root,
+        )
     if "train" in subdirs and _has_class_folders(root / "train"):
         return "class_folders_split"
     if any(iter_image_files(root / name) for name in subdirs):
