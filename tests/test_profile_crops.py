@@ -261,3 +261,26 @@ def test_a_trained_segment_run_can_replace_the_classical_segmentation(tiny: Path
     assert store.metadata["segmentation"] == f"segment:{run}"
     assert tuple(store.index.columns) == INDEX_COLUMNS
     assert store.metadata["plates"] and all(p["problems"] == [] for p in store.metadata["plates"].values())
+
+
+def test_cli_crop_exits_1_listing_unusable_fields_as_data_check_does(tiny: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from cytolens.data.bbbc021 import read_bbbc021
+    from cytolens.data.io import write_tiff
+
+    linked = _subset(tiny, tmp_path / "linked")
+    data = tmp_path / "data"
+    shutil.copytree(linked, data, symlinks=False)  # own copies of the plate folders, to damage
+    fields = read_bbbc021(data)
+    rgb = Path(fields.iloc[0]["path_Actin"])
+    write_tiff(rgb, np.zeros((32, 32, 3), np.uint16))
+    truncated = Path(fields.iloc[1]["path_DAPI"])
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["profile", "crop", str(data), "--out", str(tmp_path / "cells")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"{rgb}: the Actin image must have one channel, got 3" in err.replace("\n", "")
+    assert str(truncated) in err.replace("\n", "")
+    assert len(CellStore(tmp_path / "cells")) > 0

@@ -404,7 +404,7 @@ def check_bbbc021(root: str | Path, *, progress: Callable[[int], None] | None = 
                 bad = True
                 continue
             if info.channels != 1:
-                problems.append((Path(path_text), f"a {channel} image must have one channel, got {info.channels}"))
+                problems.append((Path(path_text), f"the {channel} image must have one channel, got {info.channels}"))
                 bad = True
             infos.append((channel, path_text, info))
         shapes = {info.shape[:2] for _, _, info in infos}

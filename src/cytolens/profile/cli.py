@@ -85,6 +85,8 @@ def crop(
                  markup=False)
     for problem in store.metadata["problems"]:
         console.print(f"unreadable: {problem['path']}: {problem['problem']}", markup=False)
+    if store.metadata["problems"]:  # as 'data check': the cells are written, but some fields are missing
+        raise typer.Exit(1)
 
 
 @app.command("train")

@@ -72,9 +72,15 @@ def read_field(row: pd.Series | dict) -> NDArray[np.float32]:
     Raises
     ------
     ImageReadError
-        If a file is missing or unreadable, or the channels differ in size.
+        If a file is missing or unreadable, has more than one channel, or the channels differ in size.
     """
-    images = [read_image(row[f"path_{channel}"], grayscale=True) for channel in CHANNELS]
+    images = []
+    for channel in CHANNELS:
+        image = read_image(row[f"path_{channel}"])
+        if image.ndim != 2:  # the rule and the words of 'cytolens data check'
+            raise ImageReadError(f"the {channel} image must have one channel, got {image.shape[2]}",
+                                 path=row[f"path_{channel}"])
+        images.append(image)
     if len({image.shape for image in images}) > 1:
         raise ImageReadError(f"channels differ in size: {', '.join('×'.join(map(str, i.shape)) for i in images)}",
                              path=row["path_DAPI"])
