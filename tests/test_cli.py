@@ -116,3 +116,34 @@ def test_a_name_that_is_not_utf8_is_one_line_naming_it(capsys, class_folders, re
     code, _, err = run(["data", "check", str(root)], capsys)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert shown in err and "not valid UTF-8" in err
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, class_folders, monkeypatch) -> None:
+    import cytolens.data.datacheck as datacheck
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datacheck, "check_dataset", interrupted)
+    code, _, err = run(["data", "check", str(class_folders({"0": 1, "1": 1}))], capsys)
+    assert code == 130 and err.strip() == "error: interrupted"
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_sigint_and_sigterm_interrupt_even_when_sigint_was_inherited_ignored(signame: str) -> None:
+    import os
+    import signal
+    import time
+
+    from cytolens.cli.app import _interrupt_on_signals
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a script's background job inherits
+    try:
+        _interrupt_on_signals()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), getattr(signal, signame))
+            time.sleep(5)  # the handler runs at once and interrupts the sleep
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)

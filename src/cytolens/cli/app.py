@@ -330,10 +330,32 @@ def report(
     console.print(f"wrote {page} ({found})", markup=False)
 
 
+def _interrupt_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop a command as KeyboardInterrupt: a training run saves its last finished
+    step and the command ends with "interrupted" and status 130.
+
+    A command started in the background by a script inherits SIGINT ignored (POSIX shells do that without job
+    control), so ``kill -INT`` did nothing; schedulers such as SLURM end a job with SIGTERM, which killed it
+    without a checkpoint.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (an embedding application's business)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cytolens`` command: runs the app and turns user errors into one line."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    _interrupt_on_signals()
     command = typer.main.get_command(app)
     try:
         # standalone_mode=False hands errors to us (to print them as one line); --help then returns 0.
@@ -364,4 +386,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         error_line(f"{display_path(exc.filename)}: {exc.strerror or exc}")
         sys.exit(2)
+    if status == 130:  # typer turns Ctrl-C into a silent return of 130; no command returns it otherwise
+        error_line("interrupted")
     sys.exit(status if isinstance(status, int) else 0)
