@@ -230,9 +230,10 @@ def test_run_folder_writes_run_json_first_and_applies_one_resume_rule(tmp_path: 
     assert record.config.lr == 0.1 and not record.is_done
     folder.finish({"steps": 3})
     assert load_run(run, "toy", _Config, require_done=True).done == {"steps": 3}
-    # A schedule key may change; anything else, other data or another precision may not.
+    # A schedule key may change; anything else, other data or another precision may not, once it has trained.
     assert folder.start(config.model_copy(update={"max_minutes": 5.0}), data_fingerprint="abc", runtime=runtime)
     assert not (run / "done.json").exists()
+    save_checkpoint({"step": 1}, run / "checkpoints" / "last.pt")
     with pytest.raises(CytolensError, match=r"different config \(lr\)"):
         folder.start(config.model_copy(update={"lr": 0.2}), data_fingerprint="abc", runtime=runtime)
     with pytest.raises(CytolensError, match="other images"):
@@ -244,6 +245,20 @@ def test_run_folder_writes_run_json_first_and_applies_one_resume_rule(tmp_path: 
     (run / "run.json").write_text("{not json")
     with pytest.raises(CytolensError, match="run.json is unreadable or damaged"):
         load_run(run, "toy", _Config)
+
+
+def test_a_run_that_never_saved_a_checkpoint_does_not_pin_its_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    runtime = {"precision": "32-true"}
+    folder = RunFolder(run, "toy")
+    folder.start(_Config(name="toy", model="mlp", lr=10.0), data_fingerprint="abc", runtime=runtime)
+    # ... the attempt fails before its first step; the corrected config starts afresh in the same folder.
+    assert folder.start(_Config(name="toy", model="mlp", lr=0.1), data_fingerprint="xyz", runtime=runtime) is False
+    assert load_run(run, "toy", _Config).config.lr == 0.1
+    assert len(json.loads((run / "run.json").read_text())["sessions"]) == 1
+    save_checkpoint({"step": 1}, run / "resume.pt")
+    with pytest.raises(CytolensError, match="different config"):
+        folder.start(_Config(name="toy", model="mlp", lr=10.0), data_fingerprint="xyz", runtime=runtime)
 
 
 def test_config_base_rejects_negative_seeds_and_infinite_budgets() -> None:

@@ -138,11 +138,14 @@ class RunFolder:
                         precision: str | None = None) -> bool:
         """Whether the folder holds this run already (True: resume); refuse any other run.
 
+        A folder whose run never saved a checkpoint nor finished (it failed on its way to the first step) is
+        not resumed but started afresh, whatever its config: a failed attempt must not block the corrected one.
+
         Raises
         ------
         CytolensError
-            If the folder holds another kind of run, a different config (the differing keys are named), other
-            data, another precision, or files without a ``run.json``.
+            If the folder holds another kind of run, or a run that trained with a different config (the
+            differing keys are named), other data or another precision, or files without a ``run.json``.
         """
         info_path = self.path / RUN_FILE
         if not info_path.is_file():
@@ -155,6 +158,11 @@ class RunFolder:
         if info.get("kind") != self.kind:
             raise CytolensError(f"holds a {info.get('kind')} run, not a {self.kind} run; choose a new --out",
                                 path=self.path)
+        same = (info.get("config_hash") == config_hash(config)
+                and (data_fingerprint is None or info.get("data_fingerprint") == data_fingerprint)
+                and (precision is None or info.get("precision") in (None, precision)))
+        if not same and not self.trained_anything():
+            return False  # an attempt that failed before its first checkpoint pins nothing: start afresh
         if info.get("config_hash") != config_hash(config):
             raise CytolensError(
                 f"holds a run with a different config ({self._differing_keys(config)}); choose a new --out or "
@@ -170,6 +178,10 @@ class RunFolder:
                 f"--precision {info.get('precision')} to resume it", path=self.path,
             )
         return True
+
+    def trained_anything(self) -> bool:
+        """Whether the run has saved any training state (a checkpoint) or finished (``done.json``)."""
+        return (self.path / DONE_FILE).is_file() or any(self.path.rglob("*.pt"))
 
     def _differing_keys(self, config: ExperimentConfig) -> str:
         try:
