@@ -7,10 +7,13 @@ leaves the previous version of each output (or nothing), and a resumed run can t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from cytolens.core.errors import CytolensError
 
 
 @contextlib.contextmanager
@@ -43,9 +46,42 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if is_disk_full(exc):
+            raise CytolensError("no space left on the device; nothing was written (free some space and run "
+                                "the command again: finished steps are kept)", path=path) from exc
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file system is full (or the user's quota spent), however the writer phrased it.
+
+    ``open``/``write`` set ``errno``; pyarrow raises an ``OSError`` with the words only; ``torch.save`` a
+    ``RuntimeError`` ("file write failed").
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text or (
+        isinstance(exc, RuntimeError) and "write failed" in text)
+
+
+def reserve(handle: int, size: int) -> None:
+    """Allocate ``size`` bytes of an open file on disk now, so that a full disk is an error here.
+
+    A memory-mapped file is created sparse: writing into its pages on a full disk kills the process with SIGBUS
+    (no message, no cleanup). Reserving its blocks first turns that into an ``OSError`` (ENOSPC).
+    """
+    if size > 0 and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(handle, 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system without it: the old behaviour
+                return
+            raise
 
 
 def _umask() -> int:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cytolens.core.atomic import atomic_path
+from cytolens.core.atomic import atomic_path, reserve
 from cytolens.core.errors import OptionError
 from cytolens.data.transforms import DIHEDRAL_SIZE
 from cytolens.core.validation import check_int
@@ -447,6 +447,8 @@ def predict_tiled_labels(
         raise OptionError(f"`prob_path` must end in .npy, got {prob_path}")
     with atomic_path(prob_path) as tmp:
         stored = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(num_classes, height, width))
+        with open(tmp, "r+b") as handle:  # the blocks now: a full disk is an error here, not a SIGBUS later
+            reserve(handle.fileno(), stored.offset + stored.nbytes)
         for start, stop, band in bands:
             argmax_into(labels[start:stop], band)
             stored[:, start:stop] = band

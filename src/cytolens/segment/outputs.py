@@ -19,7 +19,7 @@ from types import TracebackType
 import numpy as np
 import tifffile
 
-from cytolens.core.atomic import atomic_path
+from cytolens.core.atomic import atomic_path, reserve
 
 from cytolens.core.errors import OptionError, check_choice
 from cytolens.data.io import normalize_intensity, to_grayscale, write_png, write_tiff
@@ -181,13 +181,19 @@ class SegmentationWriter:
         self.overlay = overlay
         self.paths = {"labels": out_dir / f"{stem}.tif"}
         self._stack = contextlib.ExitStack()
-        self._tmp = {"labels": self._stack.enter_context(atomic_path(self.paths["labels"]))}
-        self._offsets = {"labels": self._create(self._tmp["labels"], (height, width), self.label_dtype, None)}
-        if probabilities:
-            self.paths["probabilities"] = out_dir / f"{stem}_prob.tif"
-            self._tmp["probabilities"] = self._stack.enter_context(atomic_path(self.paths["probabilities"]))
-            self._offsets["probabilities"] = self._create(
-                self._tmp["probabilities"], (num_classes, height, width), np.dtype(np.float32), class_names)
+        try:
+            self._tmp = {"labels": self._stack.enter_context(atomic_path(self.paths["labels"]))}
+            self._offsets = {"labels": self._create(self._tmp["labels"], (height, width), self.label_dtype, None)}
+            if probabilities:
+                self.paths["probabilities"] = out_dir / f"{stem}_prob.tif"
+                self._tmp["probabilities"] = self._stack.enter_context(atomic_path(self.paths["probabilities"]))
+                self._offsets["probabilities"] = self._create(
+                    self._tmp["probabilities"], (num_classes, height, width), np.dtype(np.float32), class_names)
+        except BaseException as exc:
+            # No ``with`` block runs yet: hand the error to atomic_path here, so the temporary files go and a
+            # full disk is reported as such.
+            if not self._stack.__exit__(type(exc), exc, exc.__traceback__):
+                raise
         if overlay:
             self.paths["overlay"] = out_dir / f"{stem}_overlay.png"
         self._preview_gray: list[np.ndarray] = []
@@ -203,6 +209,8 @@ class SegmentationWriter:
                                  metadata=metadata)
         offset = int(mapped.offset)
         del mapped  # unmapped at once: bands are written through maps of their own rows
+        with open(path, "r+b") as handle:  # the pixels' blocks now: a full disk is an error here, not a SIGBUS
+            reserve(handle.fileno(), offset + int(np.prod(shape)) * dtype.itemsize)
         return offset
 
     def _write_rows(self, name: str, start: int, rows: np.ndarray, planes: int | None) -> None:
