@@ -54,9 +54,10 @@ DEFAULT_MAX_IMAGE_PIXELS = 1 << 30
 MAX_IMAGE_PIXELS_ENV = "CYTOLENS_MAX_IMAGE_PIXELS"
 
 # What tifffile, Pillow/imageio and pypng raise for damaged files.
+# Found by fuzzing (tests/test_io_fuzz.py): a mutated header also makes tifffile divide by zero or fail an assert.
 _DECODER_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, ValueError, RuntimeError, IndexError, KeyError, TypeError, SyntaxError, EOFError, struct.error,
-    zlib.error, png.Error,
+    OSError, ValueError, RuntimeError, LookupError, TypeError, SyntaxError, EOFError, ArithmeticError,
+    AssertionError, struct.error, zlib.error, png.Error,
 )
 
 NormalizeMethod = Literal["bit_depth", "dtype", "percentile"]
@@ -210,6 +211,10 @@ def read_image(
         # Decoders signal damage with many exception types; the user only needs to know the file is bad.
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageReadError(f"cannot be read, the file is truncated or corrupt ({detail})", path=path) from exc
+    if image.dtype == bool:  # a bilevel (1-bit) image: 0 and 1, as the integers every pipeline expects
+        image = image.astype(np.uint8)
+    if image.dtype.kind not in "uif":
+        raise ImageReadError(f"unsupported pixel type {image.dtype}", path=path)
     _check_finite(image, path)
     if grayscale:
         # Only Pillow's formats mark a last channel as alpha (LA, RGBA); a TIFF's channels are all data.
