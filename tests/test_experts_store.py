@@ -228,3 +228,36 @@ def test_cli_add_list_new_link(tmp_path: Path, capsys) -> None:
 
     code, _, err = run(["experts", "list", "--db", str(tmp_path / "nope.sqlite")], capsys)
     assert code == 2 and "nope.sqlite" in err
+
+
+def test_another_test_set_with_the_same_names_is_refused(store: ExpertStore, tmp_path: Path) -> None:
+    import shutil
+    import sqlite3
+
+    root = tmp_path / "testset"
+    images = write_testset(root)  # the same pixels (seeded): the study goes on
+    assert store.register_test_set(root, CLASSES, images) == []
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    write_tiff(other / "0.1" / "cell_2.tif", np.full((8, 8), 7, np.uint16))  # same name, other pixels
+    renamed = [(c, p.replace(str(root), str(other))) for c, p in images]
+    with pytest.raises(CytolensError, match=r"image 0.1/cell_2.tif is not the one the scoring study recorded"):
+        store.register_test_set(other, CLASSES, renamed)
+    # A study begun before hashes were recorded takes the current contents as its own.
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE images SET sha1 = NULL")
+    store.register_test_set(other, CLASSES, renamed)
+    with pytest.raises(CytolensError, match="is not the one"):
+        store.register_test_set(root, CLASSES, images)
+
+
+def test_a_database_without_content_hashes_is_migrated(store: ExpertStore, tmp_path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(store.path) as db:
+        db.execute("ALTER TABLE images DROP COLUMN sha1")  # the schema before content hashes
+    reopened = ExpertStore(store.path)
+    root = tmp_path / "testset"
+    assert reopened.register_test_set(root, CLASSES, write_testset(root)) == []
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM images WHERE sha1 IS NOT NULL").fetchone()[0] == 9

@@ -8,7 +8,6 @@ The same code runs before every pipeline, so a folder that passes the check is o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.core.errors import ImageReadError
+from cytolens.core.hashing import file_sha1
 from cytolens.data.io import read_image, read_image_info
 from cytolens.data.label_pairs import ImageLabelDataset, scan_image_label_pairs
 from cytolens.data.layouts import ClassFolderDataset, scan_class_folders
@@ -137,7 +137,7 @@ def check_dataset(
                 rows.append({
                     "path": path_text, "class": class_name, "split": split, "height": info.shape[0],
                     "width": info.shape[1], "channels": info.channels, "dtype": str(info.dtype),
-                    "bits_used": info.bits_used, "format": info.format, "sha1": _sha1(path),
+                    "bits_used": info.bits_used, "format": info.format, "sha1": file_sha1(path),
                 })
         if progress is not None:
             progress(1)
@@ -151,10 +151,6 @@ def check_dataset(
         drop=True)
     return DatasetCheck(dataset=dataset, files=files.drop(columns="sha1").reset_index(drop=True),
                         problems=list(problems.items()), warnings=warnings)
-
-
-def _sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def _odd_channel_counts(files: pd.DataFrame) -> dict[Path, str]:

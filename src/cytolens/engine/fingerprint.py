@@ -10,16 +10,9 @@ import hashlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from cytolens.core.hashing import file_sha1
+
 __all__ = ["data_fingerprint", "file_sha1"]
-
-
-def file_sha1(path: str | Path) -> str:
-    """SHA-1 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_fingerprint(files: Iterable[str | Path], table: str = "", *,

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from cytolens.core.errors import CytolensError, OptionError
+from cytolens.core.hashing import file_sha1
 from cytolens.experts.records import AnswerError, Expert, Item, Login, Progress, hash_secret, image_key, now
 from cytolens.experts.tasks import ExpertTask
 
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,          -- "<class>/<file name>": how answers meet predictions of a moved dataset
     class TEXT NOT NULL,
-    path TEXT NOT NULL                 -- resolved path when last served
+    path TEXT NOT NULL,                -- resolved path when last served
+    sha1 TEXT                          -- the file's content when the study started: answers belong to these pixels
 );
 CREATE TABLE IF NOT EXISTS experts (
     id INTEGER PRIMARY KEY,
@@ -116,6 +118,9 @@ class ExpertStore:
                 # WAL: readers never block the writer; set outside any transaction, it stays with the file.
                 raw.execute("PRAGMA journal_mode=WAL")
                 raw.executescript(_SCHEMA)
+                columns = {row[1] for row in raw.execute("PRAGMA table_info(images)")}
+                if "sha1" not in columns:  # a study begun before content hashes were recorded
+                    raw.execute("ALTER TABLE images ADD COLUMN sha1 TEXT")
             finally:
                 raw.close()
             with self.connect() as db:
@@ -199,18 +204,21 @@ class ExpertStore:
         Raises
         ------
         CytolensError
-            If the classes differ from the recorded ones, or a recorded image is missing (the answers refer to it).
+            If the classes differ from the recorded ones, or a recorded image is missing or has other content
+            (the answers refer to it).
         """
         keyed = {image_key(c, p): (c, str(Path(p).resolve())) for c, p in images}
         if len(keyed) != len(images):
             raise CytolensError("two test images share a class and file name", path=root)
+        # Hashed before the transaction: a test set of a few hundred images takes a moment to read.
+        hashes = {key: file_sha1(path) for key, (_, path) in keyed.items()}
         with self.connect() as db:
             recorded = db.execute("SELECT value FROM meta WHERE key = 'classes'").fetchone()
             if recorded is None:
                 db.execute("INSERT INTO meta VALUES ('classes', ?)", (json.dumps(list(classes)),))
                 db.executemany(
-                    "INSERT INTO images (key, class, path) VALUES (?, ?, ?)",
-                    [(key, c, p) for key, (c, p) in keyed.items()],
+                    "INSERT INTO images (key, class, path, sha1) VALUES (?, ?, ?, ?)",
+                    [(key, c, p, hashes[key]) for key, (c, p) in keyed.items()],
                 )
                 new: list[str] = []
             else:
@@ -228,8 +236,18 @@ class ExpertStore:
                         "serve the same test set the study started with",
                         path=root,
                     )
-                # The folder may have moved: paths follow it, identities (keys) stay.
-                db.executemany("UPDATE images SET path = ? WHERE key = ?", [(keyed[k][1], k) for k in stored])
+                # Same names are not the same images: the answers belong to the pixels the study started with.
+                recorded_hashes = dict(db.execute("SELECT key, sha1 FROM images WHERE sha1 IS NOT NULL").fetchall())
+                changed = sorted(k for k, digest in recorded_hashes.items() if hashes[k] != digest)
+                if changed:
+                    raise CytolensError(
+                        f"image {changed[0]} is not the one the scoring study recorded ({len(changed)} differ in "
+                        "all): its content changed, or this is another test set with the same file names; serve "
+                        "the test set the study started with", path=root,
+                    )
+                # The folder may have moved: paths follow it, identities (keys) and contents stay.
+                db.executemany("UPDATE images SET path = ?, sha1 = ? WHERE key = ?",
+                               [(keyed[k][1], hashes[k], k) for k in stored])
                 new = sorted(set(keyed) - set(stored))
             db.execute(
                 "INSERT INTO meta VALUES ('images_root', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
