@@ -360,3 +360,19 @@ def test_serve_uses_the_test_folder_of_a_split_dataset(tmp_path: Path, monkeypat
         main(["experts", "serve", "--images", str(tmp_path / "data"), "--db", str(db), "--port", str(free_port())])
     images = ExpertStore(db).images()
     assert len(images) == 6 and all("/test/" in p for p in images["path"])
+
+
+def test_serve_refuses_a_test_set_with_an_image_it_cannot_show(study, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    store, _ = study
+    damaged = tmp_path / "damaged_testset"
+    shutil.copytree(tmp_path / "secret_testset", damaged)
+    bomb = sorted((damaged / "1").iterdir())[0]
+    header = bytearray(bomb.read_bytes())
+    bomb.write_bytes(bytes(header[:100]))  # truncated
+    with pytest.raises(SystemExit) as info:
+        main(["experts", "serve", "--images", str(damaged), "--db", str(store.path), "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "cannot be shown" in err and bomb.name in err.replace("\n", "")

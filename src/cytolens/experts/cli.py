@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cytolens.core.console import console, stdout
-from cytolens.core.errors import CytolensError
+from cytolens.core.errors import CytolensError, display_path
 
 app = typer.Typer(
     help="Blinded scoring of test images by human experts in the browser, and the human-versus-CNN statistics.",
@@ -45,13 +45,19 @@ def load_test_set(images: Path) -> tuple[list[str], list[tuple[str, str]]]:
     Raises
     ------
     CytolensError
-        If the folder is missing or is not a class-folder dataset.
+        If the folder is missing, is not a class-folder dataset, or holds an image that cannot be read.
     """
-    from cytolens.data.layouts import scan_class_folders
+    from cytolens.data.datacheck import check_dataset
 
     if not images.is_dir():
         raise CytolensError("test-set folder not found" if not images.exists() else "is not a folder", path=images)
-    dataset = scan_class_folders(images)
+    # Every image is read now: one that cannot be shown would otherwise fail in an expert's browser mid-session.
+    check = check_dataset(images)
+    if not check.ok:
+        path, problem = check.problems[0]
+        raise CytolensError(f"{len(check.problems)} test image(s) cannot be shown, first {display_path(path)}: "
+                            f"{problem}; 'cytolens data check {images}' lists them all", path=images)
+    dataset = check.dataset
     samples = dataset.samples
     if dataset.layout == "class_folders_split":
         samples = samples[samples["split"] == "test"]
