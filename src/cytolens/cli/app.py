@@ -163,14 +163,14 @@ def print_check(check: object) -> None:
             f"bit depth in use: {summary['bits_used_max']}   formats: {', '.join(summary['formats'])}"
         )
     for item in summary["ignored"]:
-        stdout.print(f"ignored: {item['path']}: {item['reason']}", markup=False)
+        stdout.print(f"ignored: {item['path']}: {item['reason']}", markup=False, soft_wrap=True)
     for path, message in getattr(check, "warnings", []):
-        stdout.print(f"warning: {path}: {message}", markup=False)
+        stdout.print(f"warning: {path}: {message}", markup=False, soft_wrap=True)
     problems = check.problems  # type: ignore[attr-defined]
     if problems:
         stdout.print(f"[bold red]{len(problems)} problem file(s):[/]")
         for path, message in problems:
-            stdout.print(f"  {path}: {message}", markup=False)
+            stdout.print(f"  {path}: {message}", markup=False, soft_wrap=True)
     else:
         stdout.print(f"[green]all {summary['images']} images are readable[/]")
 

@@ -12,6 +12,7 @@ size past :func:`max_image_pixels`, checked before anything is decoded). Every w
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import zlib
@@ -25,6 +26,10 @@ import tifffile
 
 from cytolens.core.atomic import atomic_path
 from cytolens.core.errors import CytolensError, ImageReadError, OptionError, check_choice, check_utf8_name
+
+# tifffile logs each damaged tag it meets before raising; cytolens reports the file in one line of its own, so
+# without a handler here Python's last-resort handler would print those records on stderr too.
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
