@@ -54,6 +54,25 @@ def _asset(name: str) -> Markup:
     return Markup(resources.files("cytolens.experts").joinpath("static", name).read_text(encoding="utf-8"))
 
 
+#: The largest form post accepted: an answer is a few short fields (item id, class, CSRF token).
+MAX_FORM_BYTES = 4096
+
+
+def _form_post_refusal(request: Request) -> tuple[int, str] | None:
+    """Why a POST must be refused before its body is read, or None: only small url-encoded forms are taken."""
+    if request.method != "POST":
+        return None
+    length = request.headers.get("content-length", "0")
+    if "transfer-encoding" in request.headers or not length.isdigit():
+        return 411, "a form post needs a Content-Length"
+    if int(length) > MAX_FORM_BYTES:
+        return 413, f"form too large ({length} bytes, at most {MAX_FORM_BYTES})"
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if int(length) > 0 and kind != "application/x-www-form-urlencoded":
+        return 415, "only url-encoded forms are accepted"
+    return None
+
+
 def _host_name(host_header: str) -> str:
     host = host_header.strip().lower()
     if host.startswith("["):  # [::1]:8000
@@ -106,8 +125,11 @@ def create_app(
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         request.state.nonce = secrets.token_urlsafe(16)
+        refusal = _form_post_refusal(request)
         if hosts is not None and _host_name(request.headers.get("host", "")) not in hosts:
             response: Response = Response("unexpected Host header\n", status_code=400, media_type="text/plain")
+        elif refusal is not None:
+            response = Response(refusal[1] + "\n", status_code=refusal[0], media_type="text/plain")
         else:
             response = await call_next(request)
         nonce = request.state.nonce
