@@ -32,6 +32,7 @@ import pandas as pd
 
 from cytolens.core.atomic import atomic_path
 from cytolens.core.errors import LayoutError, OptionError, check_utf8_name
+from cytolens.core.files import read_parquet_table
 from cytolens.data.io import IMAGE_SUFFIXES, iter_image_files
 from cytolens.data.label_pairs import IMAGE_FOLDERS, LABEL_FOLDER, image_folder
 
@@ -315,7 +316,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise LayoutError("manifest not found", path=path)
-    table = pd.read_parquet(path)
+    table = read_parquet_table(path, "manifest")
     missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
     if missing:
         raise LayoutError(f"not a cytolens manifest (missing {', '.join(missing)})", path=path)

@@ -24,6 +24,7 @@ from cytolens.core.atomic import write_text_atomic
 from cytolens.core.config import save_config, validate_config
 from cytolens.engine.config import ExperimentConfig
 from cytolens.core.errors import CytolensError
+from cytolens.core.files import read_json_object
 
 __all__ = ["CONFIG_FILE", "DONE_FILE", "RUN_FILE", "RunFolder", "RunRecord", "config_hash", "load_run", "run_kind"]
 
@@ -45,16 +46,6 @@ def config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CytolensError(f"{what} is unreadable or damaged ({type(exc).__name__})", path=path) from exc
-    if not isinstance(data, dict):
-        raise CytolensError(f"{what} is damaged: not a JSON object", path=path)
-    return data
-
-
 def run_kind(path: str | Path) -> str:
     """The kind (``classify``, ``segment``, ``profile-gan``, ...) recorded in a run folder's ``run.json``.
 
@@ -68,7 +59,7 @@ def run_kind(path: str | Path) -> str:
     if not info_path.is_file():
         hint = " (a run from cytolens < 0.2: train it again)" if (path / CONFIG_FILE).is_file() else ""
         raise CytolensError(f"not a cytolens run folder: no {RUN_FILE}{hint}", path=path)
-    kind = _read_json(info_path, RUN_FILE).get("kind")
+    kind = read_json_object(info_path, RUN_FILE).get("kind")
     if not isinstance(kind, str):
         raise CytolensError(f"{RUN_FILE} is damaged: no kind", path=info_path)
     return kind
@@ -103,7 +94,7 @@ def load_run(path: str | Path, kind: str | tuple[str, ...], config_type: type[Co
     kinds = (kind,) if isinstance(kind, str) else kind
     if found not in kinds:
         raise CytolensError(f"is a {found} run, not a {' or '.join(kinds)} run", path=path)
-    info = _read_json(path / RUN_FILE, RUN_FILE)
+    info = read_json_object(path / RUN_FILE, RUN_FILE)
     config_path = path / CONFIG_FILE
     try:
         data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -113,7 +104,7 @@ def load_run(path: str | Path, kind: str | tuple[str, ...], config_type: type[Co
         raise CytolensError(f"{CONFIG_FILE} is damaged: not a mapping", path=config_path)
     config = validate_config(data, config_type, path=config_path)
     done_path = path / DONE_FILE
-    done = _read_json(done_path, DONE_FILE) if done_path.is_file() else None
+    done = read_json_object(done_path, DONE_FILE) if done_path.is_file() else None
     if require_done and done is None:
         raise CytolensError(f"the run has not finished (no {DONE_FILE}); rerun its training command to resume",
                             path=path)
@@ -154,7 +145,7 @@ class RunFolder:
                     f"folder is not empty and holds no {RUN_FILE}; choose a new --out or empty it", path=self.path
                 )
             return False
-        info = _read_json(info_path, RUN_FILE)
+        info = read_json_object(info_path, RUN_FILE)
         if info.get("kind") != self.kind:
             raise CytolensError(f"holds a {info.get('kind')} run, not a {self.kind} run; choose a new --out",
                                 path=self.path)
@@ -216,7 +207,7 @@ class RunFolder:
         resuming = self.check_resumable(config, data_fingerprint, runtime.get("precision"))
         self.path.mkdir(parents=True, exist_ok=True)
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        previous = _read_json(self.path / RUN_FILE, RUN_FILE) if resuming else {}
+        previous = read_json_object(self.path / RUN_FILE, RUN_FILE) if resuming else {}
         sessions = [*previous.get("sessions", []), {"started": now, **runtime}]
         info = {
             "kind": self.kind,

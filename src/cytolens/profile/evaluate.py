@@ -33,6 +33,7 @@ import pandas as pd
 
 from cytolens.core.atomic import write_text_atomic
 from cytolens.core.errors import CytolensError
+from cytolens.core.files import read_json_object, read_parquet_table
 from cytolens.profile.moa import MEASURES, NSCB_DROPPED_MOAS, PROTOCOLS, MoaResult, evaluate_moa
 from cytolens.profile.profiles import PROFILE_JSON, TREATMENTS
 from cytolens.report.figures import save_figure
@@ -95,8 +96,8 @@ def evaluate_folder(
     path = folder / TREATMENTS
     if not path.is_file():
         raise CytolensError(f"no {TREATMENTS} (run 'cytolens profile embed' first)", path=folder)
-    info = json.loads((folder / PROFILE_JSON).read_text()) if (folder / PROFILE_JSON).is_file() else {}
-    treatments = pd.read_parquet(path)
+    info = read_json_object(folder / PROFILE_JSON) if (folder / PROFILE_JSON).is_file() else {}
+    treatments = read_parquet_table(path)
     if "Metadata_Aggregation" not in treatments:
         treatments["Metadata_Aggregation"] = "unnamed"
     evaluation = ProfilesEvaluation(

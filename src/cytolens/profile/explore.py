@@ -24,6 +24,7 @@ from scipy.stats import spearmanr
 
 from cytolens.core.atomic import atomic_path, write_text_atomic
 from cytolens.core.errors import CytolensError, check_choice
+from cytolens.core.files import read_json_object, read_parquet_table
 from cytolens.profile.gan.models import GAN, load_gan, tensor_to_images
 from cytolens.profile.gan.figures import plot_image_strips, save_image_grid
 from cytolens.report.figures import plt
@@ -327,7 +328,7 @@ def _real_cells(run: Path, n: int, seed: int) -> np.ndarray | None:
     from cytolens.profile.crops.cell_store import CellStore
 
     try:
-        path = Path(json.loads((run / "done.json").read_text(encoding="utf-8"))["cells_path"])
+        path = Path(read_json_object(run / "done.json")["cells_path"])
         store = CellStore(path)
     except (OSError, KeyError, ValueError, CytolensError):
         return None
@@ -354,7 +355,7 @@ def plot_treatment_map(treatments: str | Path, path: str | Path, *, aggregation:
     """
     from sklearn.decomposition import PCA
 
-    table = pd.read_parquet(treatments)
+    table = read_parquet_table(treatments)
     if "Metadata_Aggregation" in table:
         available = sorted(map(str, pd.unique(table["Metadata_Aggregation"])))
         if aggregation not in available:

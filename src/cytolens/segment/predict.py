@@ -42,6 +42,7 @@ from torch import nn
 from cytolens.core.atomic import write_text_atomic
 from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_run, load_weights
 from cytolens.core.errors import CytolensError, ImageReadError
+from cytolens.core.files import read_json_object, read_parquet_table
 from cytolens.data.io import normalize_intensity, write_tiff
 from cytolens.data.tiles import ImageRows, band_percentiles, open_image_rows
 from cytolens.segment.config import SegmentConfig
@@ -82,12 +83,12 @@ def load_segment_run(run: str | Path) -> SegmentRun:
     config = load_run(run, "segment", SegmentConfig).config
     if not (run / "manifest.parquet").is_file():
         raise CytolensError("holds no manifest.parquet yet; run 'cytolens segment train' to finish a fold", path=run)
-    manifest = pd.read_parquet(run / "manifest.parquet")
+    manifest = read_parquet_table(run / "manifest.parquet")
     folds = []
     for fold in range(config.folds):
         done = fold_folder(run, fold) / "done.json"
         if done.is_file() and checkpoint_path(run, fold).is_file():
-            folds.append(json.loads(done.read_text(encoding="utf-8")))
+            folds.append(read_json_object(done))
     if not folds:
         raise CytolensError("holds no trained fold yet; run 'cytolens segment train' to finish one", path=run)
     return SegmentRun(run, config, manifest, folds)

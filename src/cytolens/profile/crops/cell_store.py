@@ -26,6 +26,7 @@ import zarr
 
 from cytolens.core.atomic import atomic_path, write_text_atomic
 from cytolens.core.errors import LayoutError
+from cytolens.core.files import read_json_object, read_parquet_table
 
 CROPS_NAME = "crops.zarr"
 INDEX_NAME = "cells.parquet"
@@ -117,8 +118,8 @@ class CellStore:
         meta_path = self.path / META_NAME
         if not meta_path.is_file():
             raise LayoutError(f"{self.path}: not a complete cell store (no {META_NAME}; was the crop run interrupted?)")
-        self.metadata: dict[str, Any] = json.loads(meta_path.read_text())
-        self.index = pd.read_parquet(self.path / INDEX_NAME)
+        self.metadata: dict[str, Any] = read_json_object(meta_path)
+        self.index = read_parquet_table(self.path / INDEX_NAME)
         self._array = zarr.open_array(str(self.path / CROPS_NAME), mode="r")
         if self._array.shape[0] != len(self.index):
             raise LayoutError(
