@@ -39,6 +39,8 @@ class DatasetCheck:
         ``dtype``, ``bits_used``, ``format``.
     problems : list of (Path, str)
         Files that failed validation, with the one-line reason.
+    warnings : list of (Path, str)
+        What leaves the data usable but the user should know (a leak, a single class).
     """
 
     dataset: ClassFolderDataset
@@ -111,7 +113,9 @@ def check_dataset(
     Returns
     -------
     DatasetCheck
-        Files that fail validation are listed in ``problems`` and dropped from ``dataset.samples``; the
+        Files that fail validation (unreadable, smaller than :data:`MIN_IMAGE_SIDE` on a side, or with another
+        channel count than the dataset's) are listed in ``problems`` and dropped from ``dataset.samples``;
+        ``warnings`` names identical files in two classes or on both sides of a split, and a single class. The
         layout errors that make the folder unusable as a whole raise instead.
 
     Raises
