@@ -147,3 +147,10 @@ def test_sigint_and_sigterm_interrupt_even_when_sigint_was_inherited_ignored(sig
     finally:
         for number, handler in saved.items():
             signal.signal(number, handler)
+
+
+@pytest.mark.parametrize("command", ["classify", "segment"])
+def test_a_negative_seed_is_refused_by_the_option(capsys, class_folders, command: str) -> None:
+    code, _, err = run([command, "train", str(class_folders({"0": 1, "1": 1})), "--config", "x", "--out", "o",
+                        "--seed", "-1"], capsys)
+    assert code == 2 and "--seed" in err and "Traceback" not in err

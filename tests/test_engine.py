@@ -261,6 +261,23 @@ def test_a_run_that_never_saved_a_checkpoint_does_not_pin_its_config(tmp_path: P
         folder.start(_Config(name="toy", model="mlp", lr=10.0), data_fingerprint="xyz", runtime=runtime)
 
 
+def test_force_discards_only_a_run_of_its_kind(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    RunFolder(run, "toy").start(_Config(name="toy", model="mlp"), data_fingerprint="abc", runtime={})
+    save_checkpoint({"step": 1}, run / "resume.pt")
+    with pytest.raises(CytolensError, match="holds a toy run, not a segment run; --force leaves it alone"):
+        RunFolder(run, "segment").discard()
+    RunFolder(run, "toy").discard()
+    assert not run.exists()
+    RunFolder(run, "toy").discard()  # nothing there: nothing to do
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("...")
+    with pytest.raises(CytolensError, match="--force deletes only a cytolens run folder"):
+        RunFolder(precious, "toy").discard()
+    assert (precious / "chapter1.tex").is_file()
+
+
 def test_config_base_rejects_negative_seeds_and_infinite_budgets() -> None:
     with pytest.raises(ValueError):
         _Config(name="toy", model="mlp", seed=-1)

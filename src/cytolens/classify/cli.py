@@ -12,8 +12,10 @@ from cytolens.cli.options import (
     AcceleratorOption,
     DeterministicOption,
     DevicesOption,
+    ForceOption,
     NumNodesOption,
     PrecisionOption,
+    SeedOption,
     engine_options,
 )
 
@@ -38,7 +40,8 @@ def train(
     config: ConfigOption,
     out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists with the same config).")],
     classes: Annotated[str | None, typer.Option("--classes", help="Class names in label order, e.g. 0,0.1,1.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    seed: SeedOption = None,
+    force: ForceOption = False,
     devices: DevicesOption = 1,
     num_nodes: NumNodesOption = 1,
     precision: PrecisionOption = None,
@@ -55,6 +58,11 @@ def train(
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
                              config_precision=settings.precision, accelerator=accelerator,
                              deterministic=deterministic)
+    if force:
+        from cytolens.classify.training import RUN_KIND
+        from cytolens.engine import RunFolder
+
+        RunFolder(out, RUN_KIND).discard()
     run = run_protocol(data, settings, out, options)
     console.print(f"results in {run} (table_iv.md, metrics.json, predictions.csv, figures/)")
     typer.echo((run / "table_iv.md").read_text(encoding="utf-8"))

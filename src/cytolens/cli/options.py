@@ -10,8 +10,8 @@ from cytolens.engine.precision import PRECISIONS
 from cytolens.engine.runtime import EngineOptions
 from cytolens.core.errors import check_choice
 
-__all__ = ["AcceleratorOption", "DeterministicOption", "DevicesOption", "NumNodesOption", "PrecisionOption",
-           "engine_options"]
+__all__ = ["AcceleratorOption", "DeterministicOption", "DevicesOption", "ForceOption", "NumNodesOption",
+           "PrecisionOption", "SeedOption", "engine_options"]
 
 DevicesOption = Annotated[
     int, typer.Option("--devices", min=1, help="Processes on this machine (one per GPU; CPU ranks use gloo).")
@@ -29,6 +29,10 @@ AcceleratorOption = Annotated[
 ]
 DeterministicOption = Annotated[
     bool, typer.Option("--deterministic", help="Deterministic algorithms: the same seed gives the same numbers.")
+]
+SeedOption = Annotated[int | None, typer.Option("--seed", min=0, help="Override the config's seed (0 or more).")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Delete the run in --out and train again from scratch (default: resume it).")
 ]
 
 

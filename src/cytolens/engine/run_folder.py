@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import shutil
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,25 @@ class RunFolder:
                 f"--precision {info.get('precision')} to resume it", path=self.path,
             )
         return True
+
+    def discard(self) -> None:
+        """Delete the run in this folder, for ``--force``: only a folder holding a cytolens ``run.json`` of this
+        kind, so that a mistyped ``--out`` never deletes anything else.
+
+        Raises
+        ------
+        CytolensError
+            If the folder exists but holds no run of this kind.
+        """
+        if not self.path.exists():
+            return
+        info_path = self.path / RUN_FILE
+        if not info_path.is_file():
+            raise CytolensError(f"holds no {RUN_FILE}: --force deletes only a cytolens run folder", path=self.path)
+        kind = read_json_object(info_path).get("kind")
+        if kind != self.kind:
+            raise CytolensError(f"holds a {kind} run, not a {self.kind} run; --force leaves it alone", path=self.path)
+        shutil.rmtree(self.path)
 
     def trained_anything(self) -> bool:
         """Whether the run has saved any training state (a checkpoint) or finished (``done.json``)."""

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from cytolens.cli.options import (
-    AcceleratorOption, DeterministicOption, DevicesOption, NumNodesOption, PrecisionOption, engine_options,
+    AcceleratorOption, DeterministicOption, DevicesOption, ForceOption, NumNodesOption, PrecisionOption, SeedOption,
+    engine_options,
 )
 
 app = typer.Typer(
@@ -99,7 +100,8 @@ def train(
     steps: Annotated[
         int | None, typer.Option("--steps", min=1, help="Generator steps in total (overrides the config's epochs).")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Override the config's seed.")] = None,
+    seed: SeedOption = None,
+    force: ForceOption = False,
     devices: DevicesOption = 1,
     num_nodes: NumNodesOption = 1,
     precision: PrecisionOption = None,
@@ -120,6 +122,11 @@ def train(
                              config_precision=settings.precision, accelerator=accelerator,
                              deterministic=deterministic)
     total = settings.total_steps(len(CellStore(cells)))
+    if force:
+        from cytolens.engine import RunFolder
+        from cytolens.profile.gan.training import KIND
+
+        RunFolder(out, KIND).discard()
     with progress_bar(f"training {settings.model}", total) as advance:
         run = train_gan(cells, settings, out, options=options, progress=advance)
     done = json.loads((run / "done.json").read_text(encoding="utf-8"))

@@ -9,7 +9,8 @@ import typer
 
 from cytolens.core.console import console, progress_bar
 from cytolens.cli.options import (
-    AcceleratorOption, DeterministicOption, DevicesOption, NumNodesOption, PrecisionOption, engine_options,
+    AcceleratorOption, DeterministicOption, DevicesOption, ForceOption, NumNodesOption, PrecisionOption, SeedOption,
+    engine_options,
 )
 
 app = typer.Typer(
@@ -57,7 +58,8 @@ def train(
     classes: Annotated[
         str | None, typer.Option("--classes", help="Class names in label order, e.g. background,nucleus,cytoplasm.")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    seed: SeedOption = None,
+    force: ForceOption = False,
     devices: DevicesOption = 1,
     num_nodes: NumNodesOption = 1,
     precision: PrecisionOption = None,
@@ -79,6 +81,10 @@ def train(
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
                              config_precision=settings.precision, accelerator=accelerator,
                              deterministic=deterministic)
+    if force:
+        from cytolens.engine import RunFolder
+
+        RunFolder(out, "segment").discard()
     run = run_training(data, settings, out, options)
     console.print(f"run folder {run} (run.json, config.yaml, manifest.parquet, folds/, checkpoints/)", markup=False)
     loaded = load_segment_run(run)
