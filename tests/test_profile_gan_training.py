@@ -146,3 +146,38 @@ def test_the_time_budget_stops_before_a_step_that_would_not_fit(cells: Path, tmp
     done = json.loads((run / "done.json").read_text())
     assert (done["steps"], done["steps_planned"], done["stopped"]) == (1, 50, "max_minutes")
     assert list(pd.read_csv(run / "losses.csv")["step"]) == [1]
+
+
+def test_ctrl_c_saves_the_last_step_and_the_rerun_resumes_from_it(cells: Path, tmp_path: Path) -> None:
+    # A real `cytolens profile train` process, started as a script's background job is (SIGINT inherited as
+    # ignored), interrupted with SIGINT once it has logged a few steps.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({"model": "lsgan", "model_options": SMALL, "batch_size": 2, "steps": 100000,
+                                   "sample_every": 100000, "checkpoint_every": 100000, "log_every": 1,
+                                   "num_threads": 1}))
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "cytolens", "profile", "train", str(cells), "--config", str(cfg), "--out",
+               str(run), "--precision", "32-true"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    log = ""
+    deadline = time.monotonic() + 120
+    while "step 3 " not in log and time.monotonic() < deadline:
+        log += process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    log += rest
+    assert process.returncode == 130, log
+    assert "error: interrupted" in log and "Traceback" not in log
+    saved = int(log.split("interrupted; checkpoint at step ")[1].split()[0])
+    assert saved >= 3 and task_state(run)[0] == saved  # no step between checkpoints was lost
+    again = subprocess.run([*command[:-2], "--precision", "32-true", "--steps", str(saved + 1)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and f"resuming from step {saved}" in again.stderr, again.stderr
