@@ -261,3 +261,31 @@ def test_a_database_without_content_hashes_is_migrated(store: ExpertStore, tmp_p
     assert reopened.register_test_set(root, CLASSES, write_testset(root)) == []
     with sqlite3.connect(store.path) as db:
         assert db.execute("SELECT COUNT(*) FROM images WHERE sha1 IS NOT NULL").fetchone()[0] == 9
+
+
+def test_a_full_disk_while_answering_is_one_line_and_keeps_the_answers(store: ExpertStore, monkeypatch) -> None:
+    import sqlite3
+
+    token = store.add_expert("alice")
+    expert = store.authenticate(token)
+    session = store.session(expert, parse_task("3class", CLASSES))
+    store.record_answer(session, 0, "0")
+    real_connect = sqlite3.connect
+
+    class FullDisk:
+        def __init__(self, connection: sqlite3.Connection) -> None:
+            self.connection = connection
+
+        def execute(self, sql: str, *args):  # noqa: ANN002, ANN201
+            if sql.startswith("INSERT INTO answers"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.connection.execute(sql, *args)
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(self.connection, name)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: FullDisk(real_connect(*a, **k)))
+    with pytest.raises(CytolensError, match=r"study.sqlite: no space left on the device"):
+        store.record_answer(session, 1, "1")
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    assert store.answers()["answer"].tolist() == ["0"]

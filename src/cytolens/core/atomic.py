@@ -60,13 +60,13 @@ def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the file system is full (or the user's quota spent), however the writer phrased it.
 
     ``open``/``write`` set ``errno``; pyarrow raises an ``OSError`` with the words only; ``torch.save`` a
-    ``RuntimeError`` ("file write failed").
+    ``RuntimeError`` ("file write failed"); SQLite an ``OperationalError`` ("database or disk is full").
     """
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc)
-    return "No space left on device" in text or "Disk quota exceeded" in text or (
-        isinstance(exc, RuntimeError) and "write failed" in text)
+    return ("No space left on device" in text or "Disk quota exceeded" in text or "disk is full" in text
+            or (isinstance(exc, RuntimeError) and "write failed" in text))
 
 
 def reserve(handle: int, size: int) -> None:

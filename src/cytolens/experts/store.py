@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cytolens.core.atomic import is_disk_full
 from cytolens.core.errors import CytolensError, OptionError
 from cytolens.core.hashing import file_sha1
 from cytolens.experts.records import AnswerError, Expert, Item, Login, Progress, hash_secret, image_key, now
@@ -157,6 +158,11 @@ class ExpertStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if is_disk_full(exc):  # the transaction is rolled back: every committed answer is still there
+                raise CytolensError("no space left on the device; this answer was not saved (free some space)",
+                                    path=self.path) from exc
+            raise
         finally:
             db.close()
 
