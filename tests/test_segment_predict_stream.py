@@ -168,3 +168,16 @@ def test_writer_leaves_no_file_when_a_band_is_missing_or_wrong(tmp_path: Path) -
         with SegmentationWriter(tmp_path, "z", 10, 8, 3, overlay=False) as writer:
             writer.add(0, labels + 3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_overlay_preview_keeps_no_band_alive(tmp_path: Path) -> None:
+    # A strided view of each band in the preview kept every band in memory: RSS grew with the image's height.
+    from cytolens.segment.outputs import SegmentationWriter
+
+    height, width = 64, 6000  # wide enough that the preview takes every 3rd pixel
+    with SegmentationWriter(tmp_path, "field", height, width, 3, overlay_max_side=2048) as writer:
+        for start in range(0, height, 16):
+            writer.add(start, np.zeros((16, width), np.uint8), None, np.ones((16, width), np.uint16))
+        kept = writer._preview_gray + writer._preview_labels
+        assert writer.step > 1 and kept and all(part.base is None for part in kept)
+    assert (tmp_path / "field_overlay.png").is_file()

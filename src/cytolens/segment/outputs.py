@@ -257,8 +257,9 @@ class SegmentationWriter:
             if image is None or np.shape(image)[:2] != labels.shape:
                 raise OptionError(f"`image` rows {start}..{start + rows} must have shape {labels.shape}[, C]")
             first = -start % self.step  # the first row of this band on the preview's grid
-            self._preview_gray.append(to_grayscale(np.asarray(image)[first :: self.step, :: self.step]))
-            self._preview_labels.append(labels[first :: self.step, :: self.step])
+            # Copies: a strided view would keep the whole band alive, so every band would stay in memory.
+            self._preview_gray.append(np.array(to_grayscale(np.asarray(image)[first :: self.step, :: self.step])))
+            self._preview_labels.append(np.array(labels[first :: self.step, :: self.step]))
         self._next_row = start + rows
 
     def __enter__(self) -> SegmentationWriter:
