@@ -90,6 +90,23 @@ def test_damaged_tiles_are_reported_with_the_file(tmp_path: Path) -> None:
             image.read(120, 150)
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+def test_a_mapped_tiff_is_not_left_mapped_between_reads(tmp_path: Path) -> None:
+    # A map kept open holds every page it touched resident: the whole file, once every band was read.
+    path = tmp_path / "contiguous.tif"
+    pixels = np.arange(300 * 200, dtype=np.uint16).reshape(300, 200)
+    tifffile.imwrite(path, pixels)
+
+    def mapped() -> int:
+        return sum(str(path) in line for line in Path("/proc/self/maps").read_text().splitlines())
+
+    with open_image_rows(path, whole_below=0) as image:
+        assert image.streamed
+        bands = [band for _, band in image.bands(64)]
+        assert mapped() == 0
+    np.testing.assert_array_equal(np.concatenate(bands), pixels)
+
+
 def test_a_truncated_uncompressed_tiff_is_reported_by_the_whole_reader(tmp_path: Path) -> None:
     path = tmp_path / "truncated.tif"
     tifffile.imwrite(path, np.ones((300, 200), dtype=np.uint16))

@@ -4,7 +4,7 @@
 :func:`~cytolens.data.io.read_image` would return for those rows (same dtype, channels last, the same
 ``grayscale`` rule). How it reads depends on the file:
 
-- an uncompressed, contiguous TIFF is memory-mapped (``tifffile.memmap``): a band costs its own bytes only;
+- an uncompressed, contiguous TIFF is memory-mapped for each band read: a band costs its own bytes only;
 - any other TIFF whose first series is one 2-D plane, optionally with one channel or sample axis (tiled or
   striped, compressed or not), is read through tifffile's zarr interface, which decodes only the tiles or
   strips a band touches;
@@ -19,6 +19,7 @@ dtypes from the whole image (there is no exact bounded way).
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +35,26 @@ __all__ = ["ImageRows", "band_percentiles", "open_image_rows"]
 
 #: Images of at most this many pixels are read whole: a 4-megapixel band reader would save nothing.
 WHOLE_BELOW = 1 << 22
+
+
+class _MappedSeries:
+    """An uncompressed, contiguous TIFF series, memory-mapped anew for each read.
+
+    A mapping that stays open keeps every page it has touched resident: reading a 10,000² image band by band
+    through one map ends with the whole file in the process's resident set. Mapping per read and copying the
+    band out releases each band's pages when the map closes.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype, offset: int, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.offset, self.shape = path, dtype, offset, shape
+
+    def __getitem__(self, index: tuple[int | slice, ...]) -> np.ndarray:
+        count = int(np.prod(self.shape))
+        with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            series = np.frombuffer(mapped, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
+            band = np.array(series[index])  # a copy: the map closes when the block ends
+            del series  # the map cannot close while an array still refers to it
+        return band
 
 
 class ImageRows:
@@ -106,8 +127,11 @@ class ImageRows:
         self._row_axis = series.axes.index("Y")
         try:
             if series.dataoffset is not None:  # uncompressed and contiguous: map it
-                self._store = np.memmap(self.path, dtype=np.dtype(series.dtype).newbyteorder(tif.byteorder),
-                                        mode="r", offset=series.dataoffset, shape=series.shape)
+                size = int(series.dataoffset) + int(np.prod(series.shape)) * np.dtype(series.dtype).itemsize
+                if self.path.stat().st_size < size:
+                    return None  # truncated: read_image phrases the problem
+                self._store = _MappedSeries(self.path, np.dtype(series.dtype).newbyteorder(tif.byteorder),
+                                            int(series.dataoffset), tuple(series.shape))
             else:
                 import zarr
 
