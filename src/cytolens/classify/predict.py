@@ -24,6 +24,7 @@ from cytolens.classify.data import Task, preprocess_image
 from cytolens.classify.models import create_model
 from cytolens.engine import EngineOptions, Runtime, launch, load_weights
 from cytolens.core.errors import CytolensError, ImageReadError, OptionError
+from cytolens.core.files import read_json_object
 from cytolens.data.io import find_image_files, read_image
 
 
@@ -42,21 +43,20 @@ def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all")
     Raises
     ------
     CytolensError
-        If the run holds no checkpoint for the task and variant.
+        If the run holds no checkpoint for the task and variant, a finished fold lost its checkpoint, or a
+        fold's ``done.json`` is damaged.
     """
-    import json
-
     from cytolens.classify.training import VARIANT_SLUGS, checkpoint_path
     from cytolens.classify.evaluate import read_classify_run
 
     config, _, _ = read_classify_run(run)
     records = []
     for done in sorted((run / "units" / task.slug / VARIANT_SLUGS[variant]).glob("fold*/done.json")):
+        record = read_json_object(done)
         try:
-            record = json.loads(done.read_text(encoding="utf-8"))
             fold = int(record["fold"])
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-            raise CytolensError(f"is damaged ({type(exc).__name__}); train this fold again", path=done) from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CytolensError("done.json is damaged: no fold number; train this fold again", path=done) from exc
         # A fold that finished but lost its weights would quietly leave the ensemble a fold short.
         if not checkpoint_path(run, task, variant, fold).is_file():
             raise CytolensError(f"fold {fold} finished but its checkpoint is missing; restore it or train the "

@@ -22,6 +22,6 @@ from cytolens.engine.threads import configure_threads
 __all__ = [
     "OPTIMIZERS", "PRECISIONS", "EarlyStopping", "EngineOptions", "ExperimentConfig", "FitLoop", "FitResult",
     "LoopSettings", "Position", "RunFolder", "RunRecord", "Runtime", "TimeBudget", "TrainTask", "configure_threads",
-    "create_optimizer", "data_fingerprint", "derive_seed", "file_sha1", "launch", "load_checkpoint", "load_run", "load_weights", "loading_state_from",
-    "resolve_precision", "run_kind", "save_checkpoint", "seed_everything", "shard_bounds",
+    "create_optimizer", "data_fingerprint", "derive_seed", "file_sha1", "launch", "load_checkpoint", "load_run",
+    "load_weights", "loading_state_from", "resolve_precision", "run_kind", "save_checkpoint", "seed_everything", "shard_bounds",
 ]

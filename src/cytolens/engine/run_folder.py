@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import shutil
 import platform
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
