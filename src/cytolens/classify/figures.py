@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -20,7 +16,7 @@ from cytolens.report.evaluation_plots import (  # noqa: E402
     plot_learning_curves,
     plot_reliability_diagram,
 )
-from cytolens.report.figures import save_figure  # noqa: E402
+from cytolens.report.figures import new_figure, save_figure  # noqa: E402
 
 
 def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[Path]:
@@ -115,7 +111,7 @@ def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_exampl
     # Explain the class the run predicted (the ensemble's), so each map matches its panel's label.
     maps = grad_cam(model, torch.from_numpy(inputs), target=[task.classes.index(p) for p in chosen["predicted"]])
     columns = len(chosen)
-    fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns, 4.2), squeeze=False, constrained_layout=True)
+    fig, axes = new_figure(2, columns, figsize=(1.9 * columns, 4.2), squeeze=False, constrained_layout=True)
     for i, (_, row) in enumerate(chosen.iterrows()):
         axes[0, i].imshow(raw[i, 0], cmap="gray", vmin=0, vmax=1)
         axes[1, i].imshow(raw[i, 0], cmap="gray", vmin=0, vmax=1)
@@ -132,6 +128,5 @@ def gradcam_figure(run: Path, task: Task, predictions: pd.DataFrame, *, n_exampl
     )
     out = run / "figures" / "gradcam" / f"{slug(task.name)}.png"
     save_figure(fig, out, dpi=110)
-    plt.close(fig)
     return out
 

@@ -36,7 +36,7 @@ from cytolens.core.errors import CytolensError
 from cytolens.core.files import read_json_object, read_parquet_table
 from cytolens.profile.moa import MEASURES, NSCB_DROPPED_MOAS, PROTOCOLS, MoaResult, evaluate_moa
 from cytolens.profile.profiles import PROFILE_JSON, TREATMENTS
-from cytolens.report.figures import save_figure
+from cytolens.report.figures import new_figure, save_figure
 
 __all__ = ["PAPER_TABLE1", "ProfilesEvaluation", "evaluate_folder", "table1", "table1_markdown", "write_evaluation"]
 
@@ -262,17 +262,11 @@ def table1_markdown(table: pd.DataFrame, evaluations: list[ProfilesEvaluation]) 
 
 def plot_moa_confusion(confusion: pd.DataFrame, path: str | Path, *, title: str) -> Path:
     """Save a MOA confusion matrix (rows true MOA, columns predicted; coloured by row share) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
     counts = confusion.to_numpy()
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     size = 2.5 + 0.55 * len(confusion.columns)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
+    fig, ax = new_figure(figsize=(size + 1.5, size), layout="constrained")
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, label="share of the true MOA's treatments", shrink=0.7)
     for i in range(counts.shape[0]):
@@ -287,10 +281,7 @@ def plot_moa_confusion(confusion: pd.DataFrame, path: str | Path, *, title: str)
     correct = sum(int(confusion.loc[name, name]) for name in confusion.index if name in confusion.columns)
     ax.set_title(f"{title}\n{correct} / {int(counts.sum())} treatments correct", fontsize=10)
     path = Path(path)
-    try:
-        save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 

@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import torch
@@ -27,8 +28,7 @@ from cytolens.core.errors import CytolensError, check_choice
 from cytolens.core.files import read_json_object, read_parquet_table
 from cytolens.profile.gan.models import GAN, load_gan, tensor_to_images
 from cytolens.profile.gan.figures import plot_image_strips, save_image_grid
-from cytolens.report.figures import plt
-from cytolens.report.figures import save_figure
+from cytolens.report.figures import new_figure, save_figure
 
 __all__ = [
     "ATTRIBUTES", "attribute_direction", "explore_run", "generator_function", "interpolate", "measure_attributes",
@@ -302,24 +302,21 @@ def explore_run(
 
 def _plot_attribute_checks(table: pd.DataFrame, path: Path, *, title: str) -> Path:
     names = list(pd.unique(table["attribute"]))
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False, constrained_layout=True)
-    try:
-        for ax, name in zip(axes[0], names, strict=True):
-            for kind, colour in (("learned", "C0"), ("random", "C7")):
-                part = table[(table["attribute"] == name) & (table["direction"] == kind)]
-                for _, row in part.groupby("row"):
-                    ax.plot(row["k"], row["value"], color=colour, alpha=0.35, linewidth=0.8)
-                mean = part.groupby("k")["value"].mean()
-                ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.2,
-                        label="z_high − z_low" if kind == "learned" else "random direction (control)")
-            ax.set_xlabel("k")
-            ax.set_ylabel(ATTRIBUTES[name][1])
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"attribute measured along the strips ({title})", fontsize=10)
-        save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    fig, axes = new_figure(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False, constrained_layout=True)
+    for ax, name in zip(axes[0], names, strict=True):
+        for kind, colour in (("learned", "C0"), ("random", "C7")):
+            part = table[(table["attribute"] == name) & (table["direction"] == kind)]
+            for _, row in part.groupby("row"):
+                ax.plot(row["k"], row["value"], color=colour, alpha=0.35, linewidth=0.8)
+            mean = part.groupby("k")["value"].mean()
+            ax.plot(mean.index, mean.to_numpy(), color=colour, linewidth=2.2,
+                    label="z_high − z_low" if kind == "learned" else "random direction (control)")
+        ax.set_xlabel("k")
+        ax.set_ylabel(ATTRIBUTES[name][1])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"attribute measured along the strips ({title})", fontsize=10)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -376,23 +373,20 @@ def plot_treatment_map(treatments: str | Path, path: str | Path, *, aggregation:
     with atomic_path(path.with_suffix(".csv")) as tmp:
         frame.to_csv(tmp, index=False)
     moas = sorted(map(str, pd.unique(table["Metadata_MOA"].fillna("unknown"))))
-    colours = plt.get_cmap("tab20")
-    fig, ax = plt.subplots(figsize=(8.5, 6), constrained_layout=True)
-    try:
-        moa = table["Metadata_MOA"].fillna("unknown").astype(str).to_numpy()
-        for i, name in enumerate(moas):
-            chosen = moa == name
-            control = name.upper() in ("DMSO", "CONTROL", "UNKNOWN")
-            ax.scatter(coords[chosen, 0], coords[chosen, 1], s=28 if not control else 18, alpha=0.85,
-                       color="0.6" if control else colours(i % 20), label=f"{name} ({int(chosen.sum())})",
-                       edgecolors="none")
-        ratio = pca.explained_variance_ratio_
-        ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
-        ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
-        ax.set_title(f"{len(table)} treatment profiles, {len(features)} features, coloured by MOA")
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        ax.grid(alpha=0.3)
-        save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    colours = matplotlib.colormaps["tab20"]
+    fig, ax = new_figure(figsize=(8.5, 6), constrained_layout=True)
+    moa = table["Metadata_MOA"].fillna("unknown").astype(str).to_numpy()
+    for i, name in enumerate(moas):
+        chosen = moa == name
+        control = name.upper() in ("DMSO", "CONTROL", "UNKNOWN")
+        ax.scatter(coords[chosen, 0], coords[chosen, 1], s=28 if not control else 18, alpha=0.85,
+                   color="0.6" if control else colours(i % 20), label=f"{name} ({int(chosen.sum())})",
+                   edgecolors="none")
+    ratio = pca.explained_variance_ratio_
+    ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)")
+    ax.set_title(f"{len(table)} treatment profiles, {len(features)} features, coloured by MOA")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path, dpi=110)
     return path

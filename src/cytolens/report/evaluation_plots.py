@@ -10,16 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from cytolens.core.errors import OptionError  # noqa: E402
-from cytolens.report.figures import save_figure  # noqa: E402
+from cytolens.core.errors import OptionError
+from cytolens.report.figures import new_figure, save_figure
 
 __all__ = ["plot_accuracy_table", "plot_confusion_matrix", "plot_learning_curves", "plot_reliability_diagram"]
 
@@ -28,12 +24,7 @@ TABLE_COLUMNS = ("task", "method", "accuracy", "ci_low", "ci_high")
 
 
 def _save(fig: Figure, out_path: str | Path) -> Path:
-    out_path = Path(out_path)
-    try:
-        save_figure(fig, out_path, dpi=110)
-    finally:
-        plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=110)
 
 
 def _require_columns(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
@@ -83,7 +74,7 @@ def plot_confusion_matrix(
     vmax = 1.0 if normalize else max(float(shown.max()), 1.0)
 
     size = 1.2 + 0.9 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 1.2, size), constrained_layout=True)
+    fig, ax = new_figure(figsize=(size + 1.2, size), constrained_layout=True)
     image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax)
     fig.colorbar(image, ax=ax, label="fraction of true class" if normalize else "count", shrink=0.8)
     for i in range(len(names)):
@@ -132,7 +123,7 @@ def plot_reliability_diagram(
     width = curve["bin_upper"].to_numpy(dtype=float) - lower
     filled = curve["count"].to_numpy() > 0
 
-    fig, (top, bottom) = plt.subplots(
+    fig, (top, bottom) = new_figure(
         2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True
     )
     top.plot([0, 1], [0, 1], linestyle="--", color="0.5", linewidth=1, label="perfect calibration")
@@ -178,7 +169,7 @@ def plot_learning_curves(history: pd.DataFrame, out_path: str | Path, *, title: 
     """
     _require_columns(history, HISTORY_COLUMNS, "history")
     folds = list(pd.unique(history["fold"]))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for split, colour in (("train", "C0"), ("val", "C1")):
             column = f"{split}_{metric}"
@@ -234,7 +225,7 @@ def plot_accuracy_table(
     tasks, methods = list(pd.unique(table["task"])), list(pd.unique(table["method"]))
     width = 0.8 / len(methods)
     positions = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(tasks) * max(len(methods), 2) * 0.6), 4), layout="constrained")
+    fig, ax = new_figure(figsize=(max(5.0, 1.1 * len(tasks) * max(len(methods), 2) * 0.6), 4), layout="constrained")
     for k, method in enumerate(methods):
         rows = table[table["method"] == method].set_index("task").reindex(tasks)
         accuracy = rows["accuracy"].to_numpy(dtype=float)

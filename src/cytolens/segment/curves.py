@@ -10,15 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cytolens.core.atomic import atomic_path  # noqa: E402
 from cytolens.core.errors import LayoutError  # noqa: E402
-from cytolens.report.figures import save_figure  # noqa: E402
+from cytolens.report.figures import new_figure, save_figure  # noqa: E402
 
 
 def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
@@ -77,25 +73,22 @@ def plot_training_curves(curves: pd.DataFrame, out_path: str | Path, *, title: s
     out_path = Path(out_path)
     with atomic_path(out_path.with_suffix(".csv")) as tmp:
         curves.to_csv(tmp, index=False)
-    fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    try:
-        for i, (label, rows) in enumerate(curves.groupby("run", sort=False)):
-            for fold, fold_rows in rows.groupby("fold"):
-                style = "-" if fold == rows["fold"].min() else ":"
-                name = label if style == "-" else None
-                loss_ax.plot(fold_rows["patches"], fold_rows["train_loss"], style, color=f"C{i}", label=name)
-                validated = fold_rows.dropna(subset=["val_mean_dice"])
-                dice_ax.plot(validated["patches"], validated["val_mean_dice"], style, marker="o", color=f"C{i}",
-                             label=name)
-        loss_ax.set_ylabel("training cross-entropy")
-        dice_ax.set_ylabel("validation mean dice")
-        for ax in (loss_ax, dice_ax):
-            ax.set_xlabel("training patches seen")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        if title:
-            fig.suptitle(title)
-        save_figure(fig, out_path, dpi=120)
-    finally:
-        plt.close(fig)
+    fig, (loss_ax, dice_ax) = new_figure(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for i, (label, rows) in enumerate(curves.groupby("run", sort=False)):
+        for fold, fold_rows in rows.groupby("fold"):
+            style = "-" if fold == rows["fold"].min() else ":"
+            name = label if style == "-" else None
+            loss_ax.plot(fold_rows["patches"], fold_rows["train_loss"], style, color=f"C{i}", label=name)
+            validated = fold_rows.dropna(subset=["val_mean_dice"])
+            dice_ax.plot(validated["patches"], validated["val_mean_dice"], style, marker="o", color=f"C{i}",
+                         label=name)
+    loss_ax.set_ylabel("training cross-entropy")
+    dice_ax.set_ylabel("validation mean dice")
+    for ax in (loss_ax, dice_ax):
+        ax.set_xlabel("training patches seen")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    save_figure(fig, out_path, dpi=120)
     return out_path

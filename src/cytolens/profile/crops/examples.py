@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.profile.crops.cell_store import CellStore
-from cytolens.report.figures import save_figure
+from cytolens.report.figures import new_figure, save_figure
 
 CONTROL = "DMSO"
 
@@ -53,16 +53,10 @@ def plot_crop_examples(store: str | Path | CellStore, out: str | Path, *, per_mo
     strongest : bool
         Draw treated cells from each compound's highest concentration (see :func:`pick_examples`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
     cells = store if isinstance(store, CellStore) else CellStore(store)
     picks = pick_examples(cells.index, per_moa=per_moa, seed=seed, strongest=strongest)
     rows = len(picks)
-    fig, axes = plt.subplots(rows, per_moa, figsize=(1.1 * per_moa + 1.9, 1.1 * rows + 0.4), squeeze=False)
+    fig, axes = new_figure(rows, per_moa, figsize=(1.1 * per_moa + 1.9, 1.1 * rows + 0.4), squeeze=False)
     for r, (name, chosen) in enumerate(picks.items()):
         crops = cells.crops(chosen) if chosen else np.zeros((0, 1, 1, 3))
         for c in range(per_moa):
@@ -80,5 +74,4 @@ def plot_crop_examples(store: str | Path | CellStore, out: str | Path, *, per_mo
     fig.subplots_adjust(left=0.2, right=0.99, top=1 - 0.32 / height, bottom=0.01, wspace=0.04, hspace=0.04)
     out = Path(out)
     save_figure(fig, out, dpi=96, pil_kwargs={"optimize": True})
-    plt.close(fig)
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cytolens.data.io import write_png
-from cytolens.report.figures import plt, save_figure
+from cytolens.report.figures import new_figure, save_figure
 
 __all__ = ["image_grid", "plot_gan_losses", "plot_image_strips", "save_image_grid"]
 
@@ -44,31 +44,28 @@ def plot_gan_losses(history: pd.DataFrame, path: str | Path, *, title: str | Non
     ``d_fake`` and ``seconds_per_step`` (``wasserstein`` and ``gradient_penalty`` for WGAN-GP, when present).
     """
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
-    try:
-        steps = history["step"]
-        axes[0].plot(steps, history["d_loss"], label="discriminator")
-        axes[0].plot(steps, history["g_loss"], label="generator")
-        axes[0].set_ylabel("loss")
-        second = ("d_real", "d_fake") + (("wasserstein",) if "wasserstein" in history else ())
-        for column in second:
-            if column in history and history[column].notna().any():
-                axes[1].plot(steps, history[column], label=column.replace("_", " "))
-        axes[1].set_ylabel("discriminator output (mean)")
-        axes[2].plot(steps, history["seconds_per_step"], color="C3")
-        axes[2].set_ylabel("seconds per step")
-        axes[2].set_ylim(bottom=0)
-        for ax in axes:
-            ax.set_xlabel("generator step")
-            ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-        if title:
-            fig.suptitle(title)
-        path = Path(path)
-        save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    fig, axes = new_figure(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    steps = history["step"]
+    axes[0].plot(steps, history["d_loss"], label="discriminator")
+    axes[0].plot(steps, history["g_loss"], label="generator")
+    axes[0].set_ylabel("loss")
+    second = ("d_real", "d_fake") + (("wasserstein",) if "wasserstein" in history else ())
+    for column in second:
+        if column in history and history[column].notna().any():
+            axes[1].plot(steps, history[column], label=column.replace("_", " "))
+    axes[1].set_ylabel("discriminator output (mean)")
+    axes[2].plot(steps, history["seconds_per_step"], color="C3")
+    axes[2].set_ylabel("seconds per step")
+    axes[2].set_ylim(bottom=0)
+    for ax in axes:
+        ax.set_xlabel("generator step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -99,27 +96,24 @@ def plot_image_strips(
     scale = 1.45 / size  # inches per pixel: a 96-px cell is 1.45 in wide
     left = 1.1 if row_labels is not None else 0.15
     top = 0.55 + (0.25 if column_labels is not None else 0.0)
-    fig = plt.figure(figsize=(width * scale + left + 0.15, height * scale + top + 0.1))
-    try:
-        fig_w, fig_h = fig.get_size_inches()
-        ax = fig.add_axes((left / fig_w, 0.1 / fig_h, width * scale / fig_w, height * scale / fig_h))
-        ax.imshow(canvas, interpolation="nearest")
-        ax.set_axis_off()
-        for c in range(columns):
-            centre = c * (size + gap_x) + size / 2
-            if column_labels is not None and c < len(column_labels):
-                ax.text(centre, -4, column_labels[c], ha="center", va="bottom", fontsize=8)
-        for r in range(rows):
-            y = r * (size + gap_y)
-            if row_labels is not None:
-                ax.text(-6, y + size / 2, row_labels[r], ha="right", va="center", fontsize=8)
-            if cell_labels is not None:
-                for c, text in enumerate(cell_labels[r]):
-                    ax.text(c * (size + gap_x) + size / 2, y + size + 2, text, ha="center", va="top", fontsize=7)
-        if title:
-            fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig_h, va="top")
-        path = Path(path)
-        save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
+    fig, _ = new_figure(0, figsize=(width * scale + left + 0.15, height * scale + top + 0.1))
+    fig_w, fig_h = fig.get_size_inches()
+    ax = fig.add_axes((left / fig_w, 0.1 / fig_h, width * scale / fig_w, height * scale / fig_h))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for c in range(columns):
+        centre = c * (size + gap_x) + size / 2
+        if column_labels is not None and c < len(column_labels):
+            ax.text(centre, -4, column_labels[c], ha="center", va="bottom", fontsize=8)
+    for r in range(rows):
+        y = r * (size + gap_y)
+        if row_labels is not None:
+            ax.text(-6, y + size / 2, row_labels[r], ha="right", va="center", fontsize=8)
+        if cell_labels is not None:
+            for c, text in enumerate(cell_labels[r]):
+                ax.text(c * (size + gap_x) + size / 2, y + size + 2, text, ha="center", va="top", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1 - 0.08 / fig_h, va="top")
+    path = Path(path)
+    save_figure(fig, path, dpi=100)
     return path
