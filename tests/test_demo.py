@@ -51,7 +51,7 @@ def test_demo_report_shows_the_sections_it_finds(tmp_path: Path) -> None:
 
 def test_demo_profile_step_compares_gan_classical_and_random_profiles(tmp_path: Path) -> None:
     from cytolens.demo import profile_demo
-    from cytolens.report.html import write_report
+    from cytolens.run_report import write_run_report
 
     tiny = {"steps": 2, "batch_size": 8, "sample_every": 1, "checkpoint_every": 1, "log_every": 1,
             "max_minutes": None}
@@ -69,7 +69,7 @@ def test_demo_profile_step_compares_gan_classical_and_random_profiles(tmp_path: 
     assert sum(not c.startswith("Metadata_") for c in gan.columns) == 100  # the discriminator's 100-d layer
     figures = {path.name for path in (folder / "figures").glob("*.png")}
     assert {"cell_crops.png", "gan_loss_curves.png", "gan_real_vs_generated.png", "treatment_map.png"} <= figures
-    page = write_report(tmp_path / "demo").read_text()
+    page = write_run_report(tmp_path / "demo")[0].read_text()
     assert 'id="profile"' in page and "random D (control)" in page and page.count("data:image/png") >= 4
     assert "trained 2 of 2 planned steps" in page  # the report says how long the GAN trained
     assert 'id="segment"' not in page  # its evaluation/table1.csv is not taken for a segmentation table

@@ -253,7 +253,7 @@ def test_a_classification_run_folder_is_not_overwritten(study, tmp_path: Path) -
     assert str(run / "experts") in str(info.value)
     assert (run / "table_iv.csv").read_text() == "the run's own table\n"
     write_expert_report(store.path, run / "experts")
-    from cytolens.report.html import collect_sections
+    from cytolens.run_report import collect_sections
 
     assert [s.key for s in collect_sections(run / "experts")] == ["experts"]  # not mistaken for a classify run
 

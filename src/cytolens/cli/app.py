@@ -318,16 +318,12 @@ def report(
     folder: Annotated[Path, typer.Argument(help="A run folder, or a demo folder with one subfolder per capability.")],
     out: Annotated[Path | None, typer.Option("--out", help="The HTML file (default FOLDER/report.html).")] = None,
 ) -> None:
-    """Write a self-contained HTML report (tables and figures embedded) of the results found in FOLDER."""
-    from cytolens.core.errors import LayoutError
-    from cytolens.report.html import collect_sections, write_report
+    """Write a self-contained HTML report of FOLDER: a summary against the papers, then each capability's tables,
+    figures and provenance (every image embedded; nothing fetched)."""
+    from cytolens.run_report import write_run_report
 
-    if not folder.is_dir():
-        raise LayoutError(f"{folder}: not a folder")
-    sections = collect_sections(folder)
-    page = write_report(folder, out=out)
-    found = ", ".join(section.key for section in sections) or "no results yet"
-    console.print(f"wrote {page} ({found})", markup=False)
+    page, sections = write_run_report(folder, out=out)
+    console.print(f"wrote {page} ({', '.join(section.key for section in sections)})", markup=False)
 
 
 def _interrupt_on_signals() -> None:

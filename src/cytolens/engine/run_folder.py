@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import platform
 import shutil
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from cytolens.engine.config import ExperimentConfig
 from cytolens.core.errors import CytolensError
 from cytolens.core.files import read_json_object
 
-__all__ = ["CONFIG_FILE", "DONE_FILE", "RUN_FILE", "RunFolder", "RunRecord", "config_hash", "load_run", "run_kind"]
+__all__ = ["CONFIG_FILE", "DONE_FILE", "RUN_FILE", "RunFolder", "RunRecord", "config_hash", "load_run",
+           "machine_description", "run_kind"]
 
 RUN_FILE = "run.json"
 DONE_FILE = "done.json"
@@ -64,6 +66,20 @@ def run_kind(path: str | Path) -> str:
     if not isinstance(kind, str):
         raise CytolensError(f"{RUN_FILE} is damaged: no kind", path=info_path)
     return kind
+
+
+def machine_description() -> dict[str, Any]:
+    """Where a run executes, for ``run.json`` and the report's provenance: host, OS, Python, CPU model and cores."""
+    cpu = platform.processor() or ""
+    try:  # Linux names the CPU model only in /proc/cpuinfo (platform.processor() gives "x86_64" or nothing)
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpu": cpu or None, "cores": os.cpu_count()}
 
 
 @dataclass(frozen=True)
@@ -240,7 +256,7 @@ class RunFolder:
             "world_size": runtime.get("world_size"),
             "devices": runtime.get("devices"),
             "num_nodes": runtime.get("num_nodes"),
-            "machine": {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version()},
+            "machine": machine_description(),
             **(extra or {}),
             "sessions": sessions,
         }

@@ -1,7 +1,7 @@
 """Write the experts' tables (CSV and markdown) and the HTML section of the report.
 
 ``cytolens experts score`` calls :func:`write_expert_report`; :func:`render_experts_section` returns the
-section as an HTML fragment that a global report can include.
+section as an HTML fragment that a global report can include (:func:`section_for_folder`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from cytolens.experts.scoring import (
     score_answers,
 )
 from cytolens.experts.store import ExpertStore
+from cytolens.report.page import Headline, ReportSection, Summary
+from cytolens.report.tables import format_interval, format_percent
 
 
 @dataclass
@@ -169,7 +171,7 @@ def render_experts_section(report: ExpertReport) -> str:
     str
         An HTML fragment (one ``<div class="cytolens-experts">`` with ``<h3>`` headings; the page around it
         gives the section its ``<h2>``) with no external assets, safe to embed: every value from the database is
-        escaped. :mod:`cytolens.report.html` embeds the ``experts_section.html`` file it is written to.
+        escaped. :func:`section_for_folder` puts the ``experts_section.html`` file it is written to in the report.
     """
     confusions = [
         {"task": r.task, "table": _html_table(r.vote_confusion(), index=True), "ties": r.ties} for r in report.scores
@@ -332,3 +334,39 @@ def _json_default(value: object) -> object:
     if isinstance(value, np.bool_):
         return bool(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def section_for_folder(folder: Path) -> ReportSection | None:
+    """The experts' section of the report, from a folder ``cytolens experts score`` wrote (None: not one).
+
+    The scored tables are the ``experts_section.html`` fragment; the summary compares the best expert and the
+    vote on the first task (the one with every class) with the paper's Table I, read from ``scores.json``.
+    """
+    fragment = folder / "experts_section.html"
+    if not fragment.is_file():
+        return None
+    section = ReportSection("experts", "Human experts versus the CNN")
+    section.results.append(f'<div class="fragment">{fragment.read_text(encoding="utf-8")}</div>')
+    scores_path = folder / "scores.json"
+    tasks = json.loads(scores_path.read_text(encoding="utf-8")).get("tasks", {}) if scores_path.is_file() else {}
+    if tasks:
+        name, task = next(iter(tasks.items()))
+        best = task["experts"][task["best_expert"]]
+        paper = PAPER_TABLE_I.get(name)
+        headlines = [
+            Headline(f"{name}: best expert ({task['best_expert']})", format_interval(best["accuracy"], *best["ci95"]),
+                     format_percent(paper[1], scale=1) if paper else None),
+            Headline(f"{name}: experts' vote", format_percent(task["vote_accuracy"]),
+                     format_percent(paper[2], scale=1) if paper else None),
+        ]
+        if paper:
+            difference = 100 * best["accuracy"] - paper[1]
+            sentence = (f"The best of {len(task['experts'])} experts is {abs(difference):.1f} points "
+                        f"{'above' if difference > 0 else 'below'} the paper's best expert, on {task['images']} "
+                        "images; the best expert is picked on the test set itself, as in the paper, which flatters "
+                        "the experts.")
+        else:
+            sentence = (f"{len(task['experts'])} experts scored {task['images']} images; the paper has no number "
+                        "for this task.")
+        section.summary = Summary(headlines, sentence)
+    return section
