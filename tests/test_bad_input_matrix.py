@@ -20,17 +20,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cytolens.cli.app import main
 from cytolens.data.io import write_png, write_tiff
 
 RNG = np.random.default_rng(0)
-
-
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
 
 
 def _cells(root: Path, count: int = 3) -> Path:
@@ -117,20 +109,18 @@ IMAGE_ROWS = [
 
 
 @pytest.mark.parametrize("kind", IMAGE_ROWS)
-def test_a_bad_image_is_listed_by_data_check_and_refused_by_training(tmp_path: Path, capsys, kind: str) -> None:
+def test_a_bad_image_is_listed_by_data_check_and_refused_by_training(tmp_path: Path, cli, kind: str) -> None:
     root = _cells(tmp_path / "data")
     bad = _bad_image(kind)(root)
     manifest = tmp_path / "manifest.parquet"
-    code, out, err = _run(["data", "check", str(root), "--manifest", str(manifest)], capsys)
-    assert code == 1, out + err
-    assert "Traceback" not in out + err
-    line = next(line for line in out.splitlines() if bad.name in line)
+    result = cli("data", "check", root, "--manifest", manifest, code=1)
+    assert "Traceback" not in result.out + result.err
+    line = next(line for line in result.out.splitlines() if bad.name in line)
     assert str(bad) in line and len(line.strip()) > len(str(bad)) + 2  # the file and why
     # The manifest lists the usable images only, so a pipeline reading it never meets the bad one.
     assert bad.name not in " ".join(pd.read_parquet(manifest)["path"])
-    code, out, err = _run(["classify", "train", str(root), "--config", "shpilman2017-quick", "--classes", "a,b",
-                           "--out", str(tmp_path / "run")], capsys)
-    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1 and bad.name in err
+    result = cli("classify", "train", root, "--config", "shpilman2017-quick", "--out", tmp_path / "run", code=2)
+    assert bad.name in result.error
     assert not (tmp_path / "run" / "done.json").exists()
 
 
@@ -146,16 +136,16 @@ def _pairs(root: Path) -> Path:
     ("image and label of different sizes", "size"),
     ("label values outside the classes", "outside"),
 ])
-def test_a_bad_label_image_is_listed(tmp_path: Path, capsys, kind: str, words: str) -> None:
+def test_a_bad_label_image_is_listed(tmp_path: Path, cli, kind: str, words: str) -> None:
     root = _pairs(tmp_path / "data")
     label = root / "labels" / "field_1.tif"
     if kind == "image and label of different sizes":
         write_tiff(label, np.zeros((20, 24), np.uint8))
     else:
         write_tiff(label, np.full((24, 24), 7, np.uint8))
-    code, out, err = _run(["data", "check", str(root)], capsys)
-    assert code == 1 and "Traceback" not in out + err
-    line = next(line for line in out.splitlines() if "field_1" in line)
+    result = cli("data", "check", root, code=1)
+    assert "Traceback" not in result.out + result.err
+    line = next(line for line in result.out.splitlines() if "field_1" in line)
     assert words in line
 
 
@@ -174,7 +164,7 @@ def bbbc021(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ("a non-numeric concentration", 2, "Image_Metadata_Concentration"),
     ("a missing image file", 1, "file not found"),
 ])
-def test_a_bad_bbbc021_table(bbbc021: Path, tmp_path: Path, capsys, kind: str, code: int, words: str) -> None:
+def test_a_bad_bbbc021_table(bbbc021: Path, tmp_path: Path, cli, kind: str, code: int, words: str) -> None:
     from cytolens.data.bbbc021 import IMAGE_CSV
 
     root = tmp_path / "data"
@@ -190,12 +180,10 @@ def test_a_bad_bbbc021_table(bbbc021: Path, tmp_path: Path, capsys, kind: str, c
         named = root / table.loc[0, "Image_PathName_Actin"].split("/")[-1] / table.loc[0, "Image_FileName_Actin"]
         named.unlink()
     table.to_csv(root / IMAGE_CSV, index=False)
-    status, out, err = _run(["data", "check", str(root)], capsys)
-    assert status == code and "Traceback" not in out + err
-    text = err if code == 2 else out
+    result = cli("data", "check", root, code=code)
+    assert "Traceback" not in result.out + result.err
+    text = result.error if code == 2 else result.out  # status 2: the one error line (checked by `cli`)
     assert named.name in text and words in text
-    if code == 2:
-        assert len(err.strip().splitlines()) == 1
 
 
 # -- configs ------------------------------------------------------------------------------------------------
@@ -208,7 +196,7 @@ def test_a_bad_bbbc021_table(bbbc021: Path, tmp_path: Path, capsys, kind: str, c
     ("a repeated class", "classes: [a, b, a]\n", "repeated"),
     ("a binary file", None, "not a text file"),
 ])
-def test_a_bad_config_is_one_line_naming_it(tmp_path: Path, capsys, kind: str, text: str | None,
+def test_a_bad_config_is_one_line_naming_it(tmp_path: Path, cli, kind: str, text: str | None,
                                             words: str) -> None:
     root = _cells(tmp_path / "data")
     config = tmp_path / "my config.yaml"
@@ -216,19 +204,16 @@ def test_a_bad_config_is_one_line_naming_it(tmp_path: Path, capsys, kind: str, t
         config.write_bytes(bytes(range(256)))
     else:
         config.write_text(text)
-    code, _, err = _run(["classify", "train", str(root), "--config", str(config), "--out", str(tmp_path / "run")],
-                        capsys)
-    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert "my config.yaml" in err and words in err
+    result = cli("classify", "train", root, "--config", config, "--out", tmp_path / "run", code=2)
+    assert "my config.yaml" in result.error and words in result.error
     assert not (tmp_path / "run").exists()  # a run that never started pins nothing
 
 
 # -- a full disk while writing --------------------------------------------------------------------------------
-def test_a_full_disk_while_writing_the_manifest(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_while_writing_the_manifest(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _cells(tmp_path / "data")
     manifest = tmp_path / "out" / "manifest.parquet"
-    code, _, _ = _run(["data", "check", str(root), "--manifest", str(manifest)], capsys)
-    assert code == 0
+    cli("data", "check", root, "--manifest", manifest)
     before = manifest.read_bytes()
     real_replace = os.replace
 
@@ -238,17 +223,15 @@ def test_a_full_disk_while_writing_the_manifest(tmp_path: Path, capsys, monkeypa
         real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", full)
-    code, _, err = _run(["data", "check", str(root), "--manifest", str(manifest)], capsys)
-    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert "manifest.parquet: no space left on the device" in err
+    result = cli("data", "check", root, "--manifest", manifest, code=2)
+    assert "manifest.parquet: no space left on the device" in result.error
     assert manifest.read_bytes() == before and sorted(p.name for p in manifest.parent.iterdir()) == ["manifest.parquet"]
 
 
 # -- names that must simply work ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["données cellulaires", "cells with spaces", "细胞"])
-def test_non_ascii_and_spaced_paths_work(tmp_path: Path, capsys, name: str) -> None:
+def test_non_ascii_and_spaced_paths_work(tmp_path: Path, cli, name: str) -> None:
     root = _cells(tmp_path / name)
     (root / "a" / "cell_0.tif").rename(root / "a" / "zelle ä 0.tif")
-    code, out, err = _run(["data", "check", str(root), "--json"], capsys)
-    assert code == 0, out + err
+    out = cli("data", "check", root, "--json").out
     assert '"images": 6' in out.replace(" ", "").replace('"images":6', '"images": 6')

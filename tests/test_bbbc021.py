@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from cytolens.data.bbbc021 import FIELD_COLUMNS, IMAGE_COLUMNS, IMAGE_CSV, MOA_CSV, read_bbbc021, week_of
-from cytolens.cli.app import main
 from cytolens.data.datacheck import check_bbbc021
 from cytolens.core.errors import LayoutError
 from cytolens.data.io import write_tiff
@@ -140,11 +139,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_tiny_simulated_dataset_passes_data_check(tiny: Path, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["data", "check", str(tiny), "--json"])
-    assert exit_info.value.code == 0
-    summary = json.loads(capsys.readouterr().out)
+def test_tiny_simulated_dataset_passes_data_check(tiny: Path, cli) -> None:
+    summary = json.loads(cli("data", "check", tiny, "--json").out)
     assert summary["layout"] == "bbbc021" and summary["problems"] == []
     assert summary["weeks"] == ["Week1", "Week2"] and summary["plates"] == 4
     assert summary["compounds_with_moa"] == 10 and summary["compounds_without_moa"] == ["hydroxyurea"]
@@ -152,8 +148,5 @@ def test_tiny_simulated_dataset_passes_data_check(tiny: Path, capsys) -> None:
     listed = len(pd.read_csv(tiny / IMAGE_CSV))
     assert summary["images"] == summary["fields_listed"] == listed
     assert summary["fields_without_moa"] == 4 + 2  # taxol positive controls on 4 plates, hydroxyurea in 2 wells
-    with pytest.raises(SystemExit) as exit_info:
-        main(["data", "check", str(tiny)])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
+    text = cli("data", "check", tiny).out
     assert "layout: bbbc021" in text and "fields per week" in text and f"all {listed} images are readable" in text

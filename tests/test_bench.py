@@ -13,23 +13,14 @@ import torch
 
 from cytolens.bench.peer import child_json
 from cytolens.bench.runner import parse_sections, result_paths
-from cytolens.cli.app import main
 from cytolens.core.errors import OptionError
 
 TRAIN_KEYS = {"model", "precision", "batch_size", "samples_per_s", "peak_rss_mb", "data_wait_fraction",
               "flops_per_sample", "seconds_per_step_median", "threads"}
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
-
-
-def test_quick_bench_writes_the_documented_json_and_markdown(tmp_path: Path, capsys) -> None:
-    code, _, err = run_cli(["bench", "--quick", "--out", str(tmp_path)], capsys)
-    assert code == 0, err
+def test_quick_bench_writes_the_documented_json_and_markdown(tmp_path: Path, cli) -> None:
+    cli("bench", "--quick", "--out", tmp_path)
     json_path, md_path = result_paths(tmp_path, quick=True)
     assert json_path.is_file() and md_path.is_file()
     result = json.loads(json_path.read_text())
@@ -90,11 +81,9 @@ def test_bench_train_prints_one_json_object() -> None:
     assert row["peak_rss_mb"] > 0
 
 
-def test_bench_errors_are_one_line(capsys) -> None:
-    code, _, err = run_cli(["bench", "train", "unett", "--quick", "--json"], capsys)
-    assert code == 2 and "unknown bench model 'unett'" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(["bench", "--only", "trainingg", "--quick"], capsys)
-    assert code == 2 and "--only" in err
+def test_bench_errors_are_one_line(cli) -> None:
+    assert "unknown bench model 'unett'" in cli("bench", "train", "unett", "--quick", "--json", code=2).error
+    assert "--only" in cli("bench", "--only", "trainingg", "--quick", code=2).error
     assert parse_sections("peer, training") == ["training", "peer"]
     with pytest.raises(OptionError):
         parse_sections(",")

@@ -11,7 +11,6 @@ import pytest
 
 from cytolens.classify.config import ClassifyConfig
 from cytolens.classify.training import run_protocol
-from cytolens.cli.app import main
 from cytolens.core.config import save_config, validate_config
 from cytolens.engine import EngineOptions
 
@@ -51,14 +50,12 @@ def _unit_records(run: Path) -> dict[str, dict[str, object]]:
     return records
 
 
-def test_two_processes_train_every_unit_like_one(data: Path, tmp_path: Path) -> None:
+def test_two_processes_train_every_unit_like_one(data: Path, tmp_path: Path, cli) -> None:
     config = validate_config(TINY, ClassifyConfig)
     one = run_protocol(data, config, tmp_path / "one", EngineOptions(deterministic=True))
     two = tmp_path / "two"
-    with pytest.raises(SystemExit) as info:
-        main(["classify", "train", str(data), "--config", str(save_config(config, tmp_path / "tiny.yaml")),
-              "--out", str(two), "--devices", "2", "--deterministic"])
-    assert info.value.code == 0
+    cli("classify", "train", data, "--config", save_config(config, tmp_path / "tiny.yaml"), "--out", two,
+        "--devices", "2", "--deterministic")
     assert len(_unit_records(one)) == 8
     assert _unit_records(two) == _unit_records(one)
     info = json.loads((two / "run.json").read_text())
@@ -101,20 +98,19 @@ def test_an_interrupted_unit_resumes_mid_epoch_and_ends_like_an_uninterrupted_on
     assert _unit_records(cut) == _unit_records(whole)
 
 
-def test_predict_on_two_ranks_writes_the_csv_of_one(data: Path, tmp_path: Path) -> None:
+def test_predict_on_two_ranks_writes_the_csv_of_one(data: Path, tmp_path: Path, cli) -> None:
     config = validate_config({**TINY, "tasks": ["all"], "variants": ["CNN+T+S"], "training": {
         "max_epochs": 1, "batch_size": 4}}, ClassifyConfig)
     run = run_protocol(data, config, tmp_path / "run")
     (data / "2" / "broken.tif").write_bytes(b"II*\x00garbage")
     csvs = []
     for devices in (1, 2):
-        out = tmp_path / f"p{devices}.csv"
-        with pytest.raises(SystemExit) as info:  # the broken file: listed, exit status 1
-            main(["classify", "predict", str(run), str(data), "--out", str(out), "--devices", str(devices)])
-        assert info.value.code == 1
-        csvs.append(out.read_text())
+        out = tmp_path / f"p{devices}"
+        # The broken file: listed, exit status 1.
+        cli("classify", "predict", run, data, "--out", out, "--devices", str(devices), code=1)
+        csvs.append((out / "predictions.csv").read_text())
     assert csvs[0] == csvs[1]
-    assert len(pd.read_csv(tmp_path / "p1.csv")) == 18
+    assert len(pd.read_csv(tmp_path / "p1" / "predictions.csv")) == 18
 
 
 def test_precision_is_the_configs_unless_one_is_asked_for(data: Path, tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ from cytolens.classify.predict import predict_images
 from cytolens.classify.training import run_protocol
 from cytolens.classify.search import run_search
 from cytolens.classify.search_space import SearchSpace
-from cytolens.cli.app import main
 from cytolens.core.config import validate_config
 from cytolens.core.errors import OptionError
 from cytolens.data.io import read_image, write_png
@@ -91,21 +90,26 @@ def test_predict_matches_the_run_evaluation(run: Path) -> None:
     np.testing.assert_allclose(fresh[["p_0", "p_0.1", "p_1"]].astype(float), first[["p_0", "p_0.1", "p_1"]].astype(float), atol=1e-5)
 
 
-def test_cli_predict_lists_unreadable_files_and_exits_1(run: Path, folders: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+def test_cli_predict_lists_unreadable_files_and_exits_1(run: Path, folders: tuple[Path, Path], tmp_path: Path,
+                                                         cli) -> None:
     (folders[0] / "broken.tif").write_bytes(b"")
+    out = tmp_path / "p"
+    result = cli("classify", "predict", run, folders[0], "--out", out, code=1)
+    assert "broken.tif" in result.err
+    assert len(pd.read_csv(out / "predictions.csv")) == 5
+
+
+def test_cli_predict_out_as_a_csv_path_still_works_with_a_deprecation_warning(run: Path, folders: tuple[Path, Path],
+                                                                              tmp_path: Path, cli) -> None:
     out = tmp_path / "p.csv"
-    with pytest.raises(SystemExit) as info:
-        main(["classify", "predict", str(run), str(folders[0]), "--out", str(out)])
-    assert info.value.code == 1
-    assert "broken.tif" in capsys.readouterr().err
-    assert len(pd.read_csv(out)) == 5
+    result = cli("classify", "predict", run, folders[0], "--out", out)
+    warnings = [line for line in result.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"--out {out}" in warnings[0] and "deprecated" in warnings[0], result.err
+    assert len(pd.read_csv(out)) == 5 and not (out / "predictions.csv").exists()
 
 
-def test_cli_predict_bad_run_folder_is_one_line(tmp_path: Path, capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["classify", "predict", str(tmp_path), str(tmp_path)])
-    assert info.value.code == 2
-    assert "not a cytolens run folder" in capsys.readouterr().err
+def test_cli_predict_bad_run_folder_is_one_line(tmp_path: Path, cli) -> None:
+    assert "not a cytolens run folder" in cli("classify", "predict", tmp_path, tmp_path, code=2).error
 
 
 def test_sixteen_bit_preprocessing_keeps_its_range() -> None:
@@ -183,13 +187,10 @@ DAMAGES = ["config.yaml: not YAML", "config.yaml: not a config", "done.json: cor
 
 @pytest.mark.parametrize("how", DAMAGES)
 def test_a_damaged_run_folder_is_one_line_naming_the_file(run: Path, folders: tuple[Path, Path], tmp_path: Path,
-                                                          capsys, how: str) -> None:
+                                                          cli, how: str) -> None:
     damaged = _damage(run, tmp_path, how)
-    with pytest.raises(SystemExit) as info:
-        main(["classify", "predict", str(damaged), str(folders[0]), "--out", str(tmp_path / "p.csv")])
-    err = capsys.readouterr().err
-    assert info.value.code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    out = tmp_path / "p"
+    error = cli("classify", "predict", damaged, folders[0], "--out", out, code=2).error
     named = how.split(":")[0]
-    assert (".pt" in err) if named == "checkpoint" else (named in err), err
-    assert not (tmp_path / "p.csv").exists()
+    assert (".pt" in error) if named == "checkpoint" else (named in error), error
+    assert not out.exists()

@@ -12,10 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from cytolens.cli.app import main
 from cytolens.experts.app import LOOPBACK_HOSTS, create_app
 from cytolens.experts.store import ExpertStore
-from cytolens.experts.tasks import parse_task
+from cytolens.data.tasks import parse_task
 from cytolens.data.io import write_tiff
 
 CLASSES = ["0", "0.1", "1"]
@@ -304,7 +303,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_serve_binds_loopback_by_default_and_warns_otherwise(study, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_serve_binds_loopback_by_default_and_warns_otherwise(study, tmp_path: Path, monkeypatch, cli) -> None:
     import uvicorn
 
     calls: list[dict] = []
@@ -312,42 +311,35 @@ def test_serve_binds_loopback_by_default_and_warns_otherwise(study, tmp_path: Pa
     store, _ = study
     root = tmp_path / "secret_testset"
     port = free_port()
-    with pytest.raises(SystemExit) as info:
-        main(["experts", "serve", "--images", str(root), "--db", str(store.path), "--port", str(port)])
-    captured = capsys.readouterr()
-    assert info.value.code == 0
+    captured = cli("experts", "serve", "--images", root, "--db", store.path, "--port", str(port))
     assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == port and calls[-1]["access_log"] is False
     assert f"serving on http://127.0.0.1:{port}/" in captured.out and "warning" not in captured.err
 
-    with pytest.raises(SystemExit):
-        main(["experts", "serve", "--images", str(root), "--db", str(store.path), "--host", "0.0.0.0", "--port", str(port)])
-    captured = capsys.readouterr()
+    captured = cli("experts", "serve", "--images", root, "--db", store.path, "--host", "0.0.0.0", "--port", str(port))
     assert calls[-1]["host"] == "0.0.0.0"
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning: listening on 0.0.0.0")]
     assert len(warnings) == 1 and "other machines" in warnings[0]
 
 
-def test_serve_reports_bad_input_in_one_line(study, tmp_path: Path, capsys) -> None:
+def test_serve_reports_bad_input_in_one_line(study, tmp_path: Path, cli) -> None:
     store, _ = study
     root = tmp_path / "secret_testset"
     cases = [
         (["--images", str(tmp_path / "missing")], "missing: test-set folder not found"),
         (["--images", str(root), "--task", "0,2"], "unknown task '0,2'"),
+        (["--images", str(root), "--task", "0 vs 7"], "unknown task '0 vs 7'"),
     ]
     for args, expected in cases:
-        with pytest.raises(SystemExit) as info:
-            main(["experts", "serve", "--db", str(store.path), "--port", str(free_port()), *args])
-        err = capsys.readouterr().err
-        assert info.value.code == 2 and expected in err and len(err.strip().splitlines()) == 1
+        assert expected in cli("experts", "serve", "--db", store.path, "--port", str(free_port()), *args, code=2).error
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        with pytest.raises(SystemExit) as info:
-            main(["experts", "serve", "--images", str(root), "--db", str(store.path), "--port", str(busy.getsockname()[1])])
-    assert info.value.code == 2 and "cannot listen" in capsys.readouterr().err
+        result = cli("experts", "serve", "--images", root, "--db", store.path, "--port", str(busy.getsockname()[1]),
+                     code=2)
+    assert "cannot listen" in result.error
 
 
-def test_serve_uses_the_test_folder_of_a_split_dataset(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_serve_uses_the_test_folder_of_a_split_dataset(tmp_path: Path, monkeypatch, cli) -> None:
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
@@ -356,13 +348,12 @@ def test_serve_uses_the_test_folder_of_a_split_dataset(tmp_path: Path, monkeypat
             for i in range(count):
                 write_tiff(tmp_path / "data" / split / name / f"c{i}.tif", np.full((8, 8), i, np.uint16))
     db = tmp_path / "s.sqlite"
-    with pytest.raises(SystemExit):
-        main(["experts", "serve", "--images", str(tmp_path / "data"), "--db", str(db), "--port", str(free_port())])
+    cli("experts", "serve", "--images", tmp_path / "data", "--db", db, "--port", str(free_port()))
     images = ExpertStore(db).images()
     assert len(images) == 6 and all("/test/" in p for p in images["path"])
 
 
-def test_serve_refuses_a_test_set_with_an_image_it_cannot_show(study, tmp_path: Path, capsys) -> None:
+def test_serve_refuses_a_test_set_with_an_image_it_cannot_show(study, tmp_path: Path, cli) -> None:
     import shutil
 
     store, _ = study
@@ -371,8 +362,5 @@ def test_serve_refuses_a_test_set_with_an_image_it_cannot_show(study, tmp_path: 
     bomb = sorted((damaged / "1").iterdir())[0]
     header = bytearray(bomb.read_bytes())
     bomb.write_bytes(bytes(header[:100]))  # truncated
-    with pytest.raises(SystemExit) as info:
-        main(["experts", "serve", "--images", str(damaged), "--db", str(store.path), "--port", str(free_port())])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert "cannot be shown" in err and bomb.name in err.replace("\n", "")
+    error = cli("experts", "serve", "--images", damaged, "--db", store.path, "--port", str(free_port()), code=2).error
+    assert "cannot be shown" in error and bomb.name in error

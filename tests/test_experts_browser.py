@@ -22,7 +22,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cytolens.cli.app import main
 from cytolens.experts.store import ExpertStore
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,11 +99,8 @@ def testset(tmp_path: Path) -> Path:
     return tmp_path / "testset"
 
 
-def add_expert(name: str, db: Path, url: str, capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as info:
-        main(["experts", "add", name, "--db", str(db), "--url", url])
-    assert info.value.code == 0
-    return capsys.readouterr().out.strip()
+def add_expert(name: str, db: Path, url: str, cli) -> str:
+    return cli("experts", "add", name, "--db", db, "--url", url).out.strip()
 
 
 def shown_class(page, store: ExpertStore) -> str:
@@ -136,10 +132,10 @@ def position(page) -> str:
     return page.inner_text("#position")
 
 
-def test_two_experts_score_across_a_server_crash(browser, testset: Path, tmp_path: Path, capsys) -> None:
+def test_two_experts_score_across_a_server_crash(browser, testset: Path, tmp_path: Path, cli) -> None:
     db, port = tmp_path / "study.sqlite", free_port()
     server = Server(testset, db, port, tmp_path)
-    links = {name: add_expert(name, db, server.url, capsys) for name in ("alice", "bob")}
+    links = {name: add_expert(name, db, server.url, cli) for name in ("alice", "bob")}
     store = ExpertStore(db)
     server.start()
     try:
@@ -206,9 +202,7 @@ def test_two_experts_score_across_a_server_crash(browser, testset: Path, tmp_pat
     ).to_csv(tmp_path / "predictions.csv", index=False)
 
     out = tmp_path / "scores"
-    with pytest.raises(SystemExit) as info:
-        main(["experts", "score", "--db", str(db), "--out", str(out), "--predictions", str(tmp_path / "predictions.csv")])
-    assert info.value.code == 0
+    cli("experts", "score", "--db", db, "--out", out, "--predictions", tmp_path / "predictions.csv")
     table = pd.read_csv(out / "table_i.csv", dtype={"task": str}).set_index("task")
     assert table.loc["3 classes", ["images", "experts", "average", "best expert", "voting", "no majority"]].tolist() == [
         6, 2, 50.0, 66.67, 33.33, 4

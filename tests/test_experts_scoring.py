@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cytolens.cli.app import main
 from cytolens.core.errors import CytolensError
 from cytolens.experts.report import build_expert_report, render_experts_section, table_i, write_expert_report
 from cytolens.experts.scoring import NO_MAJORITY, majority_vote, read_predictions
 from cytolens.experts.records import image_key
 from cytolens.experts.store import ExpertStore
-from cytolens.experts.tasks import parse_task
+from cytolens.data.tasks import parse_task
 from cytolens.data.io import write_tiff
 
 CLASSES = ["0", "0.1", "1"]
@@ -265,27 +264,19 @@ def test_expert_names_are_escaped_in_html(tmp_path: Path) -> None:
     assert "<b>x</b>" not in section and "&lt;b&gt;x&lt;/b&gt;" in section
 
 
-def test_score_cli(study, tmp_path: Path, capsys) -> None:
+def test_score_cli(study, tmp_path: Path, cli) -> None:
     store, root = study
     out = tmp_path / "cli-scores"
-    with pytest.raises(SystemExit) as info:
-        main(["experts", "score", "--db", str(store.path), "--out", str(out)])
-    assert info.value.code == 0
-    captured = capsys.readouterr()
+    captured = cli("experts", "score", "--db", store.path, "--out", out)
     assert "| 0 vs 1 | 4 | 3 | 58.33 | 100.00 | A | 75.00 | 0 |" in captured.out
     assert (out / "report.html").is_file()
 
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(SystemExit) as info:
-        main(["experts", "score", "--db", str(store.path), "--out", str(out), "--predictions", str(bad)])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1
+    assert str(bad) in cli("experts", "score", "--db", store.path, "--out", out, "--predictions", bad, code=2).error
 
-    with pytest.raises(SystemExit) as info:
-        main(["experts", "score", "--db", str(tmp_path / "none.sqlite"), "--out", str(out)])
-    err = capsys.readouterr().err
-    assert info.value.code == 2 and "none.sqlite" in err and "no such scoring database" in err
+    error = cli("experts", "score", "--db", tmp_path / "none.sqlite", "--out", out, code=2).error
+    assert "none.sqlite" in error and "no such scoring database" in error
 
 
 def test_no_answers_yet(tmp_path: Path) -> None:

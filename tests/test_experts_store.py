@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cytolens.cli.app import main
 from cytolens.core.errors import CytolensError, OptionError
 from cytolens.experts.records import AnswerError
 from cytolens.experts.store import ExpertStore
-from cytolens.experts.tasks import parse_task
+from cytolens.data.tasks import parse_task
 from cytolens.data.io import write_tiff
 
 CLASSES = ["0", "0.1", "1"]
@@ -43,11 +42,11 @@ def store(tmp_path: Path) -> ExpertStore:
 
 def test_parse_task() -> None:
     assert parse_task("3class", CLASSES).name == "3 classes"
-    assert parse_task("all", CLASSES).choices == tuple(CLASSES)
+    assert parse_task("all", CLASSES).classes == tuple(CLASSES)
     pair = parse_task("1,0", CLASSES)
-    assert (pair.name, pair.choices, pair.pairwise) == ("0 vs 1", ("0", "1"), True)
+    assert (pair.name, pair.classes, pair.pairwise) == ("0 vs 1", ("0", "1"), True)
     assert parse_task("0 vs 0.1", CLASSES).name == "0 vs 0.1"
-    with pytest.raises(OptionError, match="valid: 3class, all, 0,0.1, 0,1, 0.1,1"):
+    with pytest.raises(OptionError, match="valid: all, 0 vs 0.1, 0 vs 1, 0.1 vs 1"):
         parse_task("0,2", CLASSES)
     with pytest.raises(OptionError):
         parse_task("0,0", CLASSES)
@@ -134,7 +133,7 @@ def test_answers_survive_a_killed_process(store: ExpertStore) -> None:
     script = f"""
 import os, signal
 from cytolens.experts.store import ExpertStore
-from cytolens.experts.tasks import parse_task
+from cytolens.data.tasks import parse_task
 store = ExpertStore({str(store.path)!r})
 expert = store.authenticate({token!r})
 session = store.session(expert, parse_task("3class", {CLASSES!r}))
@@ -198,36 +197,28 @@ def test_bad_database_paths(tmp_path: Path) -> None:
         ExpertStore(junk)
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
-
-
-def test_cli_add_list_new_link(tmp_path: Path, capsys) -> None:
+def test_cli_add_list_new_link(tmp_path: Path, cli) -> None:
     db = tmp_path / "study.sqlite"
-    code, out, err = run(["experts", "add", "alice", "--db", str(db)], capsys)
-    assert code == 0 and "added expert 'alice'" in err
-    link = out.strip()
+    added = cli("experts", "add", "alice", "--db", db)
+    assert "added expert 'alice'" in added.err
+    link = added.out.strip()
     assert link.startswith("http://127.0.0.1:8000/login?token=")
     store = ExpertStore(db)
     assert store.authenticate(link.split("token=")[1]).name == "alice"
 
-    code, out, _ = run(["experts", "add", "bob", "--db", str(db), "--url", "http://lab-pc:9000/"], capsys)
+    out = cli("experts", "add", "bob", "--db", db, "--url", "http://lab-pc:9000/").out
     assert out.strip().startswith("http://lab-pc:9000/login?token=")
 
-    code, out, _ = run(["experts", "list", "--db", str(db)], capsys)
-    assert code == 0 and "alice" in out and "not started" in out
+    out = cli("experts", "list", "--db", db).out
+    assert "alice" in out and "not started" in out
 
-    code, out, _ = run(["experts", "new-link", "alice", "--db", str(db)], capsys)
-    assert code == 0 and store.authenticate(link.split("token=")[1]) is None
+    cli("experts", "new-link", "alice", "--db", db)
+    assert store.authenticate(link.split("token=")[1]) is None
 
-    code, _, err = run(["experts", "new-link", "carol", "--db", str(db)], capsys)
-    assert code == 2 and "no expert named 'carol'" in err and str(db) in err and len(err.strip().splitlines()) == 1
+    error = cli("experts", "new-link", "carol", "--db", db, code=2).error
+    assert "no expert named 'carol'" in error and str(db) in error
 
-    code, _, err = run(["experts", "list", "--db", str(tmp_path / "nope.sqlite")], capsys)
-    assert code == 2 and "nope.sqlite" in err
+    assert "nope.sqlite" in cli("experts", "list", "--db", tmp_path / "nope.sqlite", code=2).error
 
 
 def test_another_test_set_with_the_same_names_is_refused(store: ExpertStore, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cytolens.cli.app import main
 from cytolens.data.datacheck import check_label_pairs
 from cytolens.core.errors import LayoutError
 from cytolens.data.io import write_png, write_tiff
@@ -65,11 +64,8 @@ def test_check_reports_pixel_fractions_and_bad_labels(tmp_path: Path) -> None:
     assert summary["pixel_fraction"]["nucleus"] == pytest.approx(16 / 480)
 
 
-def test_cli_data_check_on_pairs(tmp_path: Path, capsys) -> None:
+def test_cli_data_check_on_pairs(tmp_path: Path, cli) -> None:
     root = _pairs(tmp_path / "data")
-    with pytest.raises(SystemExit) as info:
-        main(["data", "check", str(root), "--classes", "bg,nuc,cyto", "--manifest", str(tmp_path / "m.parquet")])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
+    out = cli("data", "check", root, "--classes", "bg,nuc,cyto", "--manifest", tmp_path / "m.parquet").out
     assert "image_label_pairs" in out and "nuc" in out
     assert pd.read_parquet(tmp_path / "m.parquet")["group"].tolist() == ["f0", "f1", "f2"]

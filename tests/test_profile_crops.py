@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from cytolens.data.bbbc021 import IMAGE_CSV, MOA_CSV, read_bbbc021
-from cytolens.cli.app import main
 from cytolens.core.errors import CytolensError, LayoutError, OptionError
 from cytolens.profile.crops.cell_segmentation import classical_segmenter, make_segmenter, segment_nuclei
 from cytolens.profile.crops.cell_store import CellStore
@@ -225,12 +224,11 @@ def test_segment_nuclei_splits_touching_nuclei_and_ignores_empty_fields() -> Non
     assert segment_nuclei(flat).max() == 0
 
 
-def test_cli_crop_prints_cells_per_plate_and_the_figure(tiny: Path, tmp_path: Path, capsys) -> None:
+def test_cli_crop_prints_cells_per_plate_and_the_figure(tiny: Path, tmp_path: Path, cli) -> None:
     data = _subset(tiny, tmp_path / "data")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["profile", "crop", str(data), "--out", str(tmp_path / "cells"), "--normalisation", "plate_percentile"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
+    result = cli("profile", "crop", data, "--out", tmp_path / "cells", "--normalization", "plate_percentile")
+    assert "deprecated" not in result.err
+    text = result.out
     assert "cells per plate" in text and "skipped at border" in text
     store = CellStore(tmp_path / "cells")
     assert json.loads((tmp_path / "cells" / "store.json").read_text())["normalisation"] == "plate_percentile"
@@ -263,7 +261,7 @@ def test_a_trained_segment_run_can_replace_the_classical_segmentation(tiny: Path
     assert store.metadata["plates"] and all(p["problems"] == [] for p in store.metadata["plates"].values())
 
 
-def test_cli_crop_exits_1_listing_unusable_fields_as_data_check_does(tiny: Path, tmp_path: Path, capsys) -> None:
+def test_cli_crop_exits_1_listing_unusable_fields_as_data_check_does(tiny: Path, tmp_path: Path, cli) -> None:
     import shutil
 
     from cytolens.data.bbbc021 import read_bbbc021
@@ -277,10 +275,7 @@ def test_cli_crop_exits_1_listing_unusable_fields_as_data_check_does(tiny: Path,
     write_tiff(rgb, np.zeros((32, 32, 3), np.uint16))
     truncated = Path(fields.iloc[1]["path_DAPI"])
     truncated.write_bytes(truncated.read_bytes()[:300])
-    with pytest.raises(SystemExit) as exit_info:
-        main(["profile", "crop", str(data), "--out", str(tmp_path / "cells")])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
+    err = cli("profile", "crop", data, "--out", tmp_path / "cells", code=1).err
     assert f"{rgb}: the Actin image must have one channel, got 3" in err.replace("\n", "")
     assert str(truncated) in err.replace("\n", "")
     assert len(CellStore(tmp_path / "cells")) > 0

@@ -9,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from profile_cells import write_store
-from typer.testing import CliRunner
 
-from cytolens.cli.app import app, main
 from cytolens.core.errors import CytolensError, OptionError
 from cytolens.profile import embed as embed_module
 from cytolens.profile.embed import embed
@@ -126,25 +124,18 @@ def test_embed_errors(store: Path, tmp_path: Path) -> None:
         embed(tmp_path / "nothing", tmp_path / "x", features="classical")
 
 
-def test_cli_embed_and_evaluate(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    runner = CliRunner()
+def test_cli_embed_and_evaluate(store: Path, tmp_path: Path, cli) -> None:
     out = tmp_path / "cli"
     # The form: the feature choice in place of RUN.
-    result = runner.invoke(app, ["profile", "embed", "classical", str(store), "--out", str(out), "--whiten"])
-    assert result.exit_code == 0, result.output
+    cli("profile", "embed", "classical", store, "--out", out, "--whiten")
     assert (out / "treatments.parquet").is_file()
     # The same folder again with --features: reused, not recomputed.
-    result = runner.invoke(app, ["profile", "embed", "--features", "classical", str(store), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["profile", "aggregate", str(out), "--normalization", "robust"])
-    assert result.exit_code == 0, result.output
+    cli("profile", "embed", "--features", "classical", store, "--out", out)
+    cli("profile", "aggregate", out, "--normalization", "robust")
     wells = pd.read_parquet(out / "wells.parquet")
     assert set(wells["Metadata_Normalization"]) == {"raw", "dmso_robust"}
-    result = runner.invoke(app, ["profile", "evaluate", str(out), "--map"])
-    assert result.exit_code == 0, result.output
-    assert "per-compound mean" in result.output and "NSCB" in result.output
+    result = cli("profile", "evaluate", out, "--map")
+    assert "per-compound mean" in result.out + result.err and "NSCB" in result.out + result.err
     assert (out / "evaluation" / "table1.md").is_file()
     # No RUN and no --features: one line, status 2.
-    with pytest.raises(SystemExit) as info:
-        main(["profile", "embed", str(store), "--out", str(tmp_path / "y")])
-    assert info.value.code == 2 and "--features classical" in capsys.readouterr().err
+    assert "--features classical" in cli("profile", "embed", store, "--out", tmp_path / "y", code=2).error

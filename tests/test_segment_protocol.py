@@ -6,6 +6,7 @@ the read-only tests; tests that train again use their own folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -16,12 +17,12 @@ import pytest
 import tifffile
 import yaml
 
-from cytolens.cli.app import main
 from cytolens.core.config import load_config
 from cytolens.core.errors import CytolensError
 from cytolens.data.io import write_tiff
 from cytolens.segment.config import SegmentConfig
-from cytolens.segment.evaluate import evaluate_run
+from cytolens.segment.evaluate import evaluate_run, table1, table1_markdown
+from cytolens.segment.predict import load_segment_run
 from cytolens.segment.training import run_training
 
 TINY = {
@@ -54,13 +55,6 @@ def make_pairs(root: Path, *, images: int = 4, size: int = 64, classes: int = 3,
 def write_config(path: Path, **changes: object) -> Path:
     path.write_text(yaml.safe_dump({**TINY, **changes}))
     return path
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +119,13 @@ def test_evaluate_training_data_is_out_of_fold_only(trained, tmp_path: Path) -> 
     table = pd.read_csv(folder / "table1.csv")
     assert list(table["quantity"]) == ["parameters", "validation dice", "CV dice", "dice on evaluated data"]
     assert int(table.loc[0, "paper"]) == 1_942_023
+    # Other classes than the paper's (here renamed): another task, so the paper's column is absent, not blank.
+    loaded = load_segment_run(run)
+    renamed_classes = dataclasses.replace(
+        loaded, config=loaded.config.model_copy(update={"classes": ["medium", "nucleus", "cell"]}))
+    other = table1(renamed_classes)
+    assert "paper" not in other.columns and list(other["quantity"])[0] == "parameters"
+    assert "paper:" not in table1_markdown(other, renamed_classes)
     # A renamed copy of a training image is still recognised by its content, and scored out-of-fold.
     renamed = tmp_path / "renamed"
     for kind in ("images", "labels"):
@@ -137,11 +138,10 @@ def test_evaluate_training_data_is_out_of_fold_only(trained, tmp_path: Path) -> 
     assert summary["scored_by_ensemble"] == 1 and summary["mode"].startswith("new data: ensemble of folds 0, 1")
 
 
-def test_predict_writes_labels_overlays_and_cells(trained, tmp_path: Path, capsys) -> None:
+def test_predict_writes_labels_overlays_and_cells(trained, tmp_path: Path, cli) -> None:
     data, run = trained
     out = tmp_path / "pred"
-    code, _, err = run_cli(["segment", "predict", str(run), str(data), "--out", str(out), "--cells", "--prob"], capsys)
-    assert code == 0, err
+    cli("segment", "predict", run, data, "--out", out, "--cells", "--prob")
     for stem in (f"field_{i:02d}" for i in range(4)):
         labels = tifffile.imread(out / f"{stem}.tif")
         assert labels.ndim == 2 and labels.dtype == np.uint8 and labels.max() < 3
@@ -154,7 +154,16 @@ def test_predict_writes_labels_overlays_and_cells(trained, tmp_path: Path, capsy
     assert json.loads((out / "prediction.json").read_text())["model"].startswith("ensemble of folds 0, 1")
 
 
-def test_config_and_data_errors_are_one_line(trained, tmp_path: Path, capsys) -> None:
+def test_predict_model_is_now_final_model_and_the_old_spelling_warns(trained, tmp_path: Path, cli) -> None:
+    data, run = trained
+    # The old spelling's value reaches --final-model, whose check names it.
+    result = cli("segment", "predict", run, data, "--out", tmp_path / "pred", "--model", "best", code=2)
+    assert result.err.splitlines()[0] == ("warning: --model is deprecated and will be removed in the next release; "
+                                          "use --final-model")
+    assert "--final-model" in result.error and not (tmp_path / "pred").exists()
+
+
+def test_config_and_data_errors_are_one_line(trained, tmp_path: Path, cli) -> None:
     data, _ = trained
     cases = [
         (write_config(tmp_path / "a.yaml", learning_rate=1), "'learning_rate': unknown key"),
@@ -164,30 +173,25 @@ def test_config_and_data_errors_are_one_line(trained, tmp_path: Path, capsys) ->
         (write_config(tmp_path / "e.yaml", patch_size=30), "multiple of 4"),
     ]
     for config, message in cases:
-        code, _, err = run_cli(["segment", "train", str(data), "--config", str(config), "--out",
-                                str(tmp_path / "r")], capsys)
-        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+        error = cli("segment", "train", data, "--config", config, "--out", tmp_path / "r", code=2).error
+        assert message in error, error
 
 
-def test_two_classes_and_a_subset_of_folds(tmp_path: Path, capsys) -> None:
+def test_two_classes_and_a_subset_of_folds(tmp_path: Path, cli) -> None:
     data = make_pairs(tmp_path / "data", images=4, classes=2)
     config = write_config(tmp_path / "k2.yaml", train_folds=[0])
     run = tmp_path / "run"
-    code, stdout, err = run_cli(["segment", "train", str(data), "--config", str(config), "--out", str(run),
-                                 "--classes", "background,cell"], capsys)
-    assert code == 0, err
+    stdout = cli("segment", "train", data, "--config", config, "--out", run, "--classes", "background,cell").out
     assert "Table 1" in stdout
     assert not (run / "folds" / "fold1").exists()
-    code, stdout, err = run_cli(["segment", "evaluate", str(run), str(data)], capsys)
-    assert code == 0, err
+    stdout = cli("segment", "evaluate", run, data).out
     summary = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert summary["scored_out_of_fold"] == 2 and len(summary["skipped"]) == 2  # fold 1's images would leak
     assert set(summary["dice"]) == {"background", "cell"} and "2 images skipped" in stdout
     out = tmp_path / "pred"
-    code, _, err = run_cli(["segment", "predict", str(run), str(data / "images"), "--out", str(out)], capsys)
-    assert code == 0 and tifffile.imread(out / "field_00.tif").max() < 2
-    code, _, err = run_cli(["segment", "predict", str(run), str(data), "--out", str(out), "--cells"], capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "nucleus" in err
+    cli("segment", "predict", run, data / "images", "--out", out)
+    assert tifffile.imread(out / "field_00.tif").max() < 2
+    assert "nucleus" in cli("segment", "predict", run, data, "--out", out, "--cells", code=2).error
 
 
 @pytest.mark.parametrize("name", ["midl2019-unet", "midl2019-tiramisu", "midl2019-deeplab", "midl2019-quick"])
@@ -241,7 +245,7 @@ def test_time_budget_stops_before_an_epoch_that_would_not_fit(tmp_path: Path) ->
     assert done["stopped"] == "max_minutes" and done["epochs_run"] == 1 and done["best_epoch"] == 1
 
 
-def test_curves_put_runs_on_a_common_patch_axis(trained, tmp_path: Path, capsys) -> None:
+def test_curves_put_runs_on_a_common_patch_axis(trained, tmp_path: Path, cli) -> None:
     from cytolens.segment.curves import training_curves
 
     _, run = trained
@@ -249,10 +253,17 @@ def test_curves_put_runs_on_a_common_patch_axis(trained, tmp_path: Path, capsys)
     history = pd.read_csv(run / "folds" / "fold0" / "history.csv")
     fold0 = table[table["fold"] == 0]
     assert list(fold0["patches"]) == [epoch * TINY["patches_per_epoch"] for epoch in history["epoch"]]
-    code, out, _ = run_cli(["segment", "curves", str(run), "--out", str(tmp_path / "c.png"), "--labels", "tiny"],
-                           capsys)
-    assert code == 0 and "tiny: best validation mean dice" in out
+    result = cli("segment", "curves", run, "--out", tmp_path / "curves", "--labels", "tiny")
+    assert "tiny: best validation mean dice" in result.out and "warning" not in result.err
+    assert (tmp_path / "curves" / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "curves" / "curves.csv").is_file()
+    assert "--labels" in cli("segment", "curves", run, "--out", tmp_path / "d", "--labels", "a,b", code=2).error
+
+
+def test_curves_out_as_a_png_path_still_works_with_a_deprecation_warning(trained, tmp_path: Path, cli) -> None:
+    _, run = trained
+    result = cli("segment", "curves", run, "--out", tmp_path / "c.png", "--labels", "tiny")
+    warnings = [line for line in result.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"--out {tmp_path / 'c.png'}" in warnings[0] and "deprecated" in warnings[0]
+    assert "tiny: best validation mean dice" in result.out
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG") and (tmp_path / "c.csv").is_file()
-    code, _, err = run_cli(["segment", "curves", str(run), "--out", str(tmp_path / "d.png"), "--labels", "a,b"],
-                           capsys)
-    assert code == 2 and len(err.strip().splitlines()) == 1
