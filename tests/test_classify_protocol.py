@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.data import build_tasks
+from cytolens.data.tasks import build_tasks
 from cytolens.classify.training import run_protocol
 from cytolens.core.config import validate_config
 from cytolens.core.errors import CytolensError
@@ -206,3 +206,52 @@ def test_training_agrees_with_data_check(class_folders, capsys) -> None:
     shutil.rmtree(root / "1")
     with pytest.raises(CytolensError, match="only one class"):
         prepare_manifest(root, config)
+
+
+def _quick_config_at_test_size(path: Path) -> Path:
+    """The shipped quick config (its classes 0, 0.1, 1 included), with a schedule small enough for a test."""
+    from cytolens.core.config import load_config, save_config
+
+    quick = load_config("shpilman2017-quick", ClassifyConfig)
+    assert quick.classes == ["0", "0.1", "1"]
+    small = quick.model_copy(update={
+        "test_per_class": 2, "input_size": 32, "folds": 2, "variants": ["CNN"], "predict_variant": "CNN",
+        "gradcam_examples": 0,
+        "training": quick.training.model_copy(update={"max_epochs": 1, "min_epochs": 1, "batch_size": 8}),
+        "xgboost": quick.xgboost.model_copy(update={"n_estimators": 5}),
+    })
+    return save_config(small, path)
+
+
+def test_a_labs_class_names_train_with_a_shipped_config_and_get_no_paper_columns(
+    tiny_data: Path, tmp_path: Path, cli
+) -> None:
+    import shutil
+
+    config = _quick_config_at_test_size(tmp_path / "quick.yaml")
+    lab = tmp_path / "lab"
+    for paper_name, lab_name in (("0", "alpha"), ("0.1", "beta"), ("1", "gamma")):
+        shutil.copytree(tiny_data / paper_name, lab / lab_name)
+    cli("classify", "train", lab, "--config", config, "--out", tmp_path / "lab-run")  # no --classes needed
+    lab_table = pd.read_csv(tmp_path / "lab-run" / "table_iv.csv")
+    assert list(lab_table["task"]) == ["3 classes", "alpha vs beta", "alpha vs gamma", "beta vs gamma"]
+    assert not [column for column in lab_table.columns if column.startswith("paper")]
+    assert json.loads((tmp_path / "lab-run" / "metrics.json").read_text())["paper_table_iv"] == {}
+    assert "paper" not in (tmp_path / "lab-run" / "table_iv.md").read_text()
+
+    cli("classify", "train", tiny_data, "--config", config, "--out", tmp_path / "paper-run")
+    paper_table = pd.read_csv(tmp_path / "paper-run" / "table_iv.csv", dtype={"task": str}).set_index("task")
+    assert paper_table.loc["3 classes", "paper CNN+T+S"] == 66.00
+    assert paper_table.loc["0.1 vs 1", "paper best expert"] == 52.00
+
+
+def test_a_config_class_order_applies_only_to_exactly_its_classes(class_folders) -> None:
+    from cytolens.data.layouts import scan_class_folders
+
+    paper = ["1", "0.1", "0"]  # a protocol's own order, not the natural one
+    exact = class_folders({"0": 2, "0.1": 2, "1": 2})
+    assert scan_class_folders(exact, preferred_classes=paper).classes == ("1", "0.1", "0")
+    more = class_folders({"0": 2, "0.1": 2, "1": 2, "10": 2}, root=exact.parent / "more")
+    assert scan_class_folders(more, preferred_classes=paper).classes == ("0", "0.1", "1", "10")
+    # --classes is the user's choice and always wins: a subset, in the user's order.
+    assert scan_class_folders(more, classes=["10", "0"], preferred_classes=paper).classes == ("10", "0")

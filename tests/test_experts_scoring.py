@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -120,6 +121,16 @@ def test_table_i_three_classes_and_pairwise(study) -> None:
     assert table.loc["0 vs 1", ["average", "best expert", "voting"]].tolist() == [58.33, 100.0, 75.0]
     assert table.loc["0 vs 1", "best expert name"] == "A"
     assert table.loc["3 classes", "paper voting"] == 62.00  # the paper's Table I beside ours
+
+
+def test_table_i_has_no_paper_columns_for_a_labs_own_classes(study) -> None:
+    store, _ = study
+    scores = build_expert_report(store.path).scores
+    # The same answers on a test set whose classes are not the paper's 0, 0.1 and 1: another task.
+    renamed = [dataclasses.replace(result, test_classes=("hela", "cho", "bacteria")) for result in scores]
+    table = table_i(renamed)
+    assert not [column for column in table.columns if column.startswith("paper")]
+    assert table.set_index("task").loc["3 classes", "voting"] == 50.0
 
 
 def test_vote_confusion_matrices(study) -> None:

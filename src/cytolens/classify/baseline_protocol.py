@@ -9,7 +9,7 @@ import pandas as pd
 
 from cytolens.core.atomic import atomic_path
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.data import Task
+from cytolens.data.tasks import Task
 from cytolens.core.console import progress_bar
 
 

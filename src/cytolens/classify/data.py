@@ -7,70 +7,13 @@ sees new images exactly as it saw its training data.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from itertools import combinations
 
 import numpy as np
 
 from cytolens.classify.config import ClassifyConfig, SharpenConfig
 from cytolens.data.intensity import IntensityConfig
-from cytolens.core.errors import OptionError
 from cytolens.data.io import normalize_intensity, read_image
 from cytolens.data.transforms import resize, rotate90, sharpen, unsharp_mask
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a task or method name (``"0 vs 0.1"`` → ``"0_vs_0.1"``, ``"CNN+T"`` → ``"CNNpT"``)."""
-    return text.replace(" ", "_").replace("/", "-").replace("+", "p")
-
-
-@dataclass(frozen=True)
-class Task:
-    """One classification task: a name and the classes it separates (in label order)."""
-
-    name: str
-    classes: tuple[str, ...]
-
-    @property
-    def slug(self) -> str:
-        """A file-name-safe form of the name (``"0 vs 0.1"`` → ``"0_vs_0.1"``)."""
-        return slug(self.name)
-
-
-def build_tasks(classes: Sequence[str], requested: Sequence[str]) -> list[Task]:
-    """Expand task requests into tasks.
-
-    Parameters
-    ----------
-    classes : sequence of str
-        The dataset's classes in label order.
-    requested : sequence of str
-        ``"all"`` (one task over every class, named ``"<K> classes"``), ``"pairwise"`` (one task per pair,
-        named ``"<a> vs <b>"``) or explicit names such as ``"0 vs 1"``.
-
-    Returns
-    -------
-    list of Task
-        In request order, without duplicates.
-    """
-    if len(classes) < 2:
-        raise OptionError(f"classification needs at least 2 classes, got {list(classes)}")
-    tasks: list[Task] = []
-    pairs = [Task(f"{a} vs {b}", (a, b)) for a, b in combinations(classes, 2)]
-    for request in requested:
-        if request == "all":
-            new = [Task(f"{len(classes)} classes", tuple(classes))]
-        elif request == "pairwise":
-            new = pairs if len(classes) > 2 else []
-        else:
-            parts = [p.strip() for p in request.split(" vs ")]
-            if len(parts) != 2 or any(p not in classes for p in parts) or parts[0] == parts[1]:
-                valid = ", ".join(["all", "pairwise", *(t.name for t in pairs)])
-                raise OptionError(f"unknown task {request!r}; valid: {valid}")
-            ordered = tuple(c for c in classes if c in parts)
-            new = [Task(f"{ordered[0]} vs {ordered[1]}", ordered)]
-        tasks.extend(t for t in new if t not in tasks)
-    return tasks
 
 
 def preprocess_image(

@@ -7,6 +7,7 @@ time (``cytolens classify report RUN``) without retraining.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pandas as pd
 from cytolens.core.atomic import write_text_atomic
 from cytolens.evaluation.calibration import brier_score, expected_calibration_error, reliability_curve
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.data import Task, build_tasks, slug
+from cytolens.data.tasks import SHPILMAN2017_CLASSES, Task, build_tasks, slug
 from cytolens.engine import load_run
 from cytolens.core.errors import CytolensError
 from cytolens.data.layouts import read_manifest
@@ -29,13 +30,25 @@ from cytolens.evaluation.stats import (
 )
 
 XGBOOST = "XGBoost"
-# Shpilman et al. 2017, Table IV (test accuracy, %). Experts from Table I.
-PAPER_TABLE_IV: dict[str, dict[str, float]] = {
-    "3 classes": {"best expert": 62.67, "expert vote": 62.00, "CNN": 57.67, "CNN+T": 59.00, "CNN+T+S": 66.00},
-    "0 vs 0.1": {"best expert": 90.50, "expert vote": 89.00, "CNN": 79.50, "CNN+T": 84.00, "CNN+T+S": 88.50},
-    "0 vs 1": {"best expert": 93.00, "expert vote": 90.50, "CNN": 88.00, "CNN+T": 90.50, "CNN+T+S": 91.00},
-    "0.1 vs 1": {"best expert": 52.00, "expert vote": 51.00, "CNN": 55.00, "CNN+T": 56.00, "CNN+T+S": 70.50},
+# Shpilman et al. 2017, Table IV (test accuracy, %), keyed by each task's classes. Experts from Table I.
+PAPER_TABLE_IV: dict[tuple[str, ...], dict[str, float]] = {
+    ("0", "0.1", "1"): {"best expert": 62.67, "expert vote": 62.00, "CNN": 57.67, "CNN+T": 59.00, "CNN+T+S": 66.00},
+    ("0", "0.1"): {"best expert": 90.50, "expert vote": 89.00, "CNN": 79.50, "CNN+T": 84.00, "CNN+T+S": 88.50},
+    ("0", "1"): {"best expert": 93.00, "expert vote": 90.50, "CNN": 88.00, "CNN+T": 90.50, "CNN+T+S": 91.00},
+    ("0.1", "1"): {"best expert": 52.00, "expert vote": 51.00, "CNN": 55.00, "CNN+T": 56.00, "CNN+T+S": 70.50},
 }
+PAPER_COLUMNS: tuple[str, ...] = ("best expert", "expert vote", "CNN", "CNN+T", "CNN+T+S")
+
+
+def paper_numbers(task: Task, dataset_classes: Sequence[str]) -> dict[str, float] | None:
+    """The paper's Table IV row for ``task``, or None when it is not the paper's task on the paper's classes.
+
+    A task is the paper's when the dataset's classes are the paper's (folders ``0``, ``0.1``, ``1``) and the task
+    is one the paper ran; any other dataset, whatever its class names, gets no paper numbers beside its own.
+    """
+    if tuple(dataset_classes) != SHPILMAN2017_CLASSES:
+        return None
+    return PAPER_TABLE_IV.get(tuple(task.classes))
 
 
 def read_classify_run(run: str | Path) -> tuple[ClassifyConfig, pd.DataFrame, list[Task]]:
@@ -194,28 +207,33 @@ def compute_metrics(run: str | Path, predictions: pd.DataFrame | None = None) ->
             "methods": per_method,
             "paired_tests": _comparisons(part, methods),
         }
+    classes = list(manifest.sort_values("label")["class"].unique())
     return {
         "config": config.name,
         "final_model": config.final_model,
         "deviations": config.deviations,
-        "classes": list(manifest.sort_values("label")["class"].unique()),
+        "classes": classes,
         "images": {
             "train": int((manifest["split"] == "train").sum()),
             "test": int((manifest["split"] == "test").sum()),
         },
         "tasks": tasks_out,
-        "paper_table_iv": PAPER_TABLE_IV,
+        # Only the paper's tasks on the paper's classes; empty for any other dataset.
+        "paper_table_iv": {task.name: numbers for task in tasks
+                           if (numbers := paper_numbers(task, classes)) is not None},
     }
 
 
 def table_iv(metrics: dict[str, object]) -> pd.DataFrame:
     """Table IV: test accuracy (%) per task, ours beside the paper's where the task is one of the paper's."""
     rows = []
+    papers: dict[str, dict[str, float]] = metrics["paper_table_iv"]  # type: ignore[assignment]
     for task_name, task in metrics["tasks"].items():  # type: ignore[union-attr]
         row: dict[str, object] = {"task": task_name, "n_test": task["n_test"]}
-        paper = PAPER_TABLE_IV.get(task_name, {})
-        for column in ("best expert", "expert vote", "CNN", "CNN+T", "CNN+T+S"):
-            row[f"paper {column}"] = paper.get(column, np.nan)
+        if papers:  # the paper's columns exist only for a dataset of the paper's classes
+            paper = papers.get(task_name, {})
+            for column in PAPER_COLUMNS:
+                row[f"paper {column}"] = paper.get(column, np.nan)
         for method, values in task["methods"].items():
             low, high = values["ci95"]
             row[method] = round(100 * values["accuracy"], 2)

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from cytolens.classify.data import Task, slug  # noqa: E402
-from cytolens.core.errors import CytolensError  # noqa: E402
-from cytolens.report.evaluation_plots import (  # noqa: E402
+from cytolens.data.tasks import Task, slug
+from cytolens.core.errors import CytolensError
+from cytolens.report.evaluation_plots import (
     plot_accuracy_table,
     plot_confusion_matrix,
     plot_learning_curves,
     plot_reliability_diagram,
 )
-from cytolens.report.figures import new_figure, save_figure  # noqa: E402
+from cytolens.report.figures import new_figure, save_figure
 
 
 def write_figures(run: Path, metrics: dict, predictions: pd.DataFrame) -> list[Path]:

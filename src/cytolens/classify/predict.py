@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.data import Task, preprocess_image
+from cytolens.classify.data import preprocess_image
+from cytolens.data.tasks import Task
 from cytolens.classify.models import create_model
 from cytolens.engine import EngineOptions, Runtime, launch, load_weights
 from cytolens.core.errors import CytolensError, ImageReadError, OptionError
@@ -80,13 +81,13 @@ def load_fold_models(run: Path, task: Task, variant: str, *, which: str = "all")
 
 def _choose_task(tasks: list[Task], classes: list[str], requested: str | None) -> Task:
     """The all-classes task by default; a named one (``"1 vs 0"`` means ``"0 vs 1"``) otherwise."""
-    from cytolens.classify.data import build_tasks
+    from cytolens.data.tasks import build_tasks
 
     names = ", ".join(t.name for t in tasks)
     wanted = build_tasks(classes, ["all" if requested is None else requested])[0]
     found = next((t for t in tasks if t.classes == wanted.classes), None)
     if found is None:
-        what = "model for all classes" if requested is None else f"model for task {requested!r}"
+        what = "model for all classes" if requested in (None, "all") else f"model for task {requested!r}"
         raise OptionError(f"this run has no {what}; its tasks: {names} (use --task)")
     return found
 

@@ -10,6 +10,7 @@ winner is written as a config snippet, ``best_topology.yaml``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ import yaml
 
 from cytolens.core.atomic import write_text_atomic
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.data import build_tasks, load_inputs
+from cytolens.classify.data import load_inputs
+from cytolens.data.tasks import build_tasks
 from cytolens.classify.models import create_model
 from cytolens.engine.parameters import count_parameters
 from cytolens.classify.training import prepare_manifest
@@ -41,6 +43,7 @@ def run_search(
     folds: int = 3,
     max_mflops: float | None = None,
     space: SearchSpace | None = None,
+    classes: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Cross-validate ``trials`` topologies and return the results table, best first.
 
@@ -60,20 +63,22 @@ def run_search(
         Skip topologies costing more forward MFLOPs per image (the compute budget).
     space : SearchSpace, optional
         The ranges; the paper's by default.
+    classes : sequence of str, optional
+        The classes to use, in label order (default: the dataset's, as ``classify train`` chooses them).
     """
     # One process: trials depend on each other only through search.csv, which one writer keeps consistent.
     return launch(_search, EngineOptions(precision=config.precision), data, config, Path(out), trials, folds,
-                  max_mflops, space or SearchSpace())
+                  max_mflops, space or SearchSpace(), None if classes is None else list(classes))
 
 
 def _search(runtime: Runtime, data: str | Path, config: ClassifyConfig, out: Path, trials: int, folds: int,
-            max_mflops: float | None, space: SearchSpace) -> pd.DataFrame:
+            max_mflops: float | None, space: SearchSpace, classes: list[str] | None) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     configure_threads(config.num_threads, local_processes=runtime.local_processes)
     search_config = config.model_copy(update={"folds": folds})
-    manifest, classes, _ = prepare_manifest(data, search_config)
+    manifest, used, _ = prepare_manifest(data, search_config, classes=classes)
     write_manifest(manifest, out / "manifest.parquet")
-    task = build_tasks(classes, ["all"])[0]
+    task = build_tasks(used, ["all"])[0]
     train = manifest[manifest["split"] == "train"].reset_index(drop=True)
     labels = train["label"].to_numpy()
 

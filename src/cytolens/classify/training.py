@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ import torch
 
 from cytolens.core.atomic import atomic_path, write_text_atomic
 from cytolens.classify.config import ClassifyConfig
-from cytolens.classify.data import Task, add_rotations, build_tasks, load_inputs
+from cytolens.classify.data import add_rotations, load_inputs
+from cytolens.data.tasks import Task, build_tasks
 from cytolens.classify.models import create_model
 from cytolens.classify.fit import fit_classifier, predict_proba
 from cytolens.core.console import console, progress_bar, warning_line
@@ -77,14 +79,25 @@ def checkpoint_path(run: Path, task: Task, variant: str, fold: int) -> Path:
     return run / "checkpoints" / task.slug / VARIANT_SLUGS[variant] / f"fold{fold}.pt"
 
 
-def prepare_manifest(data: str | Path, config: ClassifyConfig) -> tuple[pd.DataFrame, tuple[str, ...], dict]:
+def prepare_manifest(data: str | Path, config: ClassifyConfig, *,
+                     classes: Sequence[str] | None = None) -> tuple[pd.DataFrame, tuple[str, ...], dict]:
     """Check the dataset and assign every image its split (train/test) and training fold.
+
+    Parameters
+    ----------
+    data : str or Path
+        A class-folder dataset.
+    config : ClassifyConfig
+        Its ``classes`` order applies when the dataset's class folders are exactly those classes.
+    classes : sequence of str, optional
+        Classes chosen by the user (``--classes``), in label order; other folders are ignored.
 
     Returns
     -------
     manifest : pandas.DataFrame
         Columns ``path, class, label, group, split, fold``; test images have fold −1.
     classes : tuple of str
+        The classes used, in label order.
     summary : dict
         The data check summary.
 
@@ -93,7 +106,7 @@ def prepare_manifest(data: str | Path, config: ClassifyConfig) -> tuple[pd.DataF
     CytolensError
         If some images cannot be read (the first is named) or a class is too small for the protocol.
     """
-    check = check_dataset(data, classes=config.classes, group_pattern=config.group_pattern)
+    check = check_dataset(data, classes=classes, preferred_classes=config.classes, group_pattern=config.group_pattern)
     if not check.ok:
         path, problem = check.problems[0]
         raise CytolensError(
@@ -170,7 +183,7 @@ def plan_units(tasks: list[Task], config: ClassifyConfig) -> list[Unit]:
 
 
 def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path,
-                 options: EngineOptions = EngineOptions()) -> Path:
+                 options: EngineOptions = EngineOptions(), *, classes: Sequence[str] | None = None) -> Path:
     """Run the whole protocol and write the run folder (see the module docstring).
 
     Parameters
@@ -183,6 +196,9 @@ def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path,
         The run folder; an interrupted run with the same config, data and precision resumes.
     options : EngineOptions
         Processes, devices and precision (``precision=None`` defers to the config's ``precision``).
+    classes : sequence of str, optional
+        The classes to use, in label order (other class folders are ignored). By default the dataset's own class
+        folders in natural order, or the config's ``classes`` order when the folders are exactly those.
 
     Returns
     -------
@@ -191,11 +207,12 @@ def run_protocol(data: str | Path, config: ClassifyConfig, out: str | Path,
     """
     if options.precision is None:
         options = dataclasses.replace(options, precision=config.precision)
-    launch(_protocol_on_rank, options, str(data), config, str(out))
+    launch(_protocol_on_rank, options, str(data), config, str(out), None if classes is None else list(classes))
     return Path(out)
 
 
-def _protocol_on_rank(runtime: Runtime, data: str, config: ClassifyConfig, out_text: str) -> None:
+def _protocol_on_rank(runtime: Runtime, data: str, config: ClassifyConfig, out_text: str,
+                      classes: list[str] | None) -> None:
     """Every rank: take its share of the units, train them alone; rank 0 then writes the baseline and results."""
     from cytolens.classify.evaluate import write_results
 
@@ -206,7 +223,7 @@ def _protocol_on_rank(runtime: Runtime, data: str, config: ClassifyConfig, out_t
     prepared: tuple[pd.DataFrame, tuple[str, ...]] | str | None = None
     if runtime.is_main:
         try:
-            prepared = _start_run(data, config, out, runtime)
+            prepared = _start_run(data, config, out, runtime, classes)
         except CytolensError as exc:
             prepared = str(exc)
             runtime.broadcast(prepared)
@@ -265,20 +282,20 @@ def _protocol_on_rank(runtime: Runtime, data: str, config: ClassifyConfig, out_t
     RunFolder(out, RUN_KIND).finish({"units": len(units), "tasks": list(metrics["tasks"])})  # type: ignore[arg-type]
 
 
-def _start_run(data: str, config: ClassifyConfig, out: Path,
-               runtime: Runtime) -> tuple[pd.DataFrame, tuple[str, ...]]:
+def _start_run(data: str, config: ClassifyConfig, out: Path, runtime: Runtime,
+               classes: list[str] | None) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Rank 0: refuse another run's folder early, check and split the data, then write the run folder."""
     folder = RunFolder(out, RUN_KIND)
     folder.check_resumable(config, precision=runtime.precision)  # before reading every image
-    manifest, classes, summary = prepare_manifest(data, config)
-    tasks = build_tasks(classes, config.tasks)
+    manifest, used, summary = prepare_manifest(data, config, classes=classes)
+    tasks = build_tasks(used, config.tasks)
     _check_units_have_images(manifest, tasks, config)
     folder.start(config, data_fingerprint=manifest_fingerprint(manifest), runtime=runtime.describe(),
                  extra={"data": str(data), "images": int(len(manifest)),
                         "units": len(tasks) * len(config.variants) * config.folds})
     write_manifest(manifest, out / "manifest.parquet")
     write_text_atomic(out / "data_check.json", json.dumps(summary, indent=2) + "\n")
-    return manifest, classes
+    return manifest, used
 
 
 def _check_units_have_images(manifest: pd.DataFrame, tasks: list[Task], config: ClassifyConfig) -> None:

@@ -38,6 +38,12 @@ MOA_COLUMNS: tuple[str, ...] = ("compound", "concentration", "moa")
 CHANNELS: tuple[str, ...] = ("DAPI", "Tubulin", "Actin")
 CHANNEL_WAVELENGTHS: dict[str, int] = {"DAPI": 1, "Tubulin": 2, "Actin": 4}
 CONTROL = "DMSO"
+#: The 12 MOAs of BBBC021, as spelled in ``BBBC021_v1_moa.csv``: a task over exactly these is the papers' task.
+MOAS: tuple[str, ...] = (
+    "Actin disruptors", "Aurora kinase inhibitors", "Cholesterol-lowering", "DNA damage", "DNA replication",
+    "Eg5 inhibitors", "Epithelial", "Kinase inhibitors", "Microtubule destabilizers", "Microtubule stabilizers",
+    "Protein degradation", "Protein synthesis",
+)
 #: Columns of the table :func:`read_bbbc021` returns.
 FIELD_COLUMNS: tuple[str, ...] = (
     "ImageNumber", "TableNumber", "Plate", "Well", "Site", "Replicate", "Compound", "Concentration", "MOA",

@@ -94,6 +94,7 @@ def check_dataset(
     root: str | Path,
     *,
     classes: Sequence[str] | None = None,
+    preferred_classes: Sequence[str] | None = None,
     group_pattern: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetCheck:
@@ -105,6 +106,9 @@ def check_dataset(
         The dataset folder.
     classes : sequence of str, optional
         Class names in label order (default: natural order of the folders).
+    preferred_classes : sequence of str, optional
+        A protocol's class order, used when the folders are exactly these classes (see
+        :func:`cytolens.data.layouts.scan_class_folders`).
     group_pattern : str, optional
         See :func:`cytolens.data.layouts.scan_class_folders`.
     progress : callable, optional
@@ -123,7 +127,8 @@ def check_dataset(
     LayoutError
         If the folder matches no layout or the class list does not fit it.
     """
-    dataset = scan_class_folders(root, classes=classes, group_pattern=group_pattern)
+    dataset = scan_class_folders(root, classes=classes, preferred_classes=preferred_classes,
+                                 group_pattern=group_pattern)
     rows = []
     problems: dict[Path, str] = {}
     samples = dataset.samples

@@ -158,6 +158,7 @@ def scan_class_folders(
     root: str | Path,
     *,
     classes: Sequence[str] | None = None,
+    preferred_classes: Sequence[str] | None = None,
     group_pattern: str | None = None,
 ) -> ClassFolderDataset:
     """Find every image of a class-folder dataset (with or without train/test folders).
@@ -169,6 +170,10 @@ def scan_class_folders(
     classes : sequence of str, optional
         Class names in label order; class folders not listed are ignored (and reported). By default every
         class folder, in :func:`natural_class_order`.
+    preferred_classes : sequence of str, optional
+        A protocol's own class names in label order (a shipped config's ``classes``): used when ``classes`` is
+        not given and the class folders are exactly these names; any other dataset keeps its own classes in
+        natural order, so one config serves any lab's class folders.
     group_pattern : str, optional
         Regular expression applied to each file stem; its first capture group (or the whole match) is the
         group id (prefixed by the class, ``"0/field3"``), so that e.g. ``r"^(field\\d+)_"`` keeps all cells of one
@@ -229,6 +234,8 @@ def scan_class_folders(
 
     if classes is None:
         order = natural_class_order(found)
+        if preferred_classes is not None and sorted(preferred_classes) == sorted(order):
+            order = list(preferred_classes)
     else:
         order = list(classes)
         missing = [name for name in order if name not in found]

@@ -33,7 +33,7 @@ from cytolens.core.errors import ImageReadError
 from cytolens.experts.render import PngCache
 from cytolens.experts.records import AnswerError, Login
 from cytolens.experts.store import ExpertStore
-from cytolens.experts.tasks import ExpertTask
+from cytolens.data.tasks import Task
 
 LOOPBACK_HOSTS: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")
 
@@ -80,16 +80,16 @@ def _host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def question_text(task: ExpertTask) -> str:
+def question_text(task: Task) -> str:
     """What the page asks (``"Which class is this cell: 0, 0.1 or 1?"``)."""
-    choices = list(task.choices)
+    choices = list(task.classes)
     listed = choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
     return f"Which class is this cell: {listed}?"
 
 
 def create_app(
     store: ExpertStore,
-    task: ExpertTask,
+    task: Task,
     *,
     cache_dir: str | Path | None = None,
     allowed_hosts: Sequence[str] | None = None,
@@ -101,7 +101,7 @@ def create_app(
     ----------
     store : ExpertStore
         The study's database, with its test set recorded.
-    task : ExpertTask
+    task : Task
         The task every expert answers on this server.
     cache_dir : str or Path, optional
         Where rendered PNGs are cached; default ``<db>.cache/`` beside the database.
@@ -201,7 +201,7 @@ def create_app(
             number=item.position + 1,
             total=progress.total,
             answered=progress.answered,
-            choices=task.choices,
+            choices=task.classes,
             question=question_text(task),
             selected=item.answer,
             changing=previous,

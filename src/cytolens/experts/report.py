@@ -19,6 +19,7 @@ from markupsafe import Markup
 
 from cytolens.core.atomic import write_text_atomic
 from cytolens.core.errors import CytolensError
+from cytolens.data.tasks import SHPILMAN2017_CLASSES
 from cytolens.experts.scoring import (
     NO_MAJORITY,
     PAPER_TABLE_I,
@@ -52,25 +53,28 @@ def _pct(value: float) -> float:
 
 
 def table_i(scores: list[TaskScores]) -> pd.DataFrame:
-    """Table I: per task the experts' average, the best expert's and the vote's accuracy (%), beside the paper's."""
+    """Table I: per task the experts' average, best expert's and vote's accuracy (%), and the paper's if it applies.
+
+    The paper's columns are there only when the test set's classes are the paper's (``0``, ``0.1``, ``1``).
+    """
     rows = []
+    # The paper's numbers only for a test set of the paper's classes; other datasets get no paper columns.
+    papers = any(set(result.test_classes) == set(SHPILMAN2017_CLASSES) for result in scores)
     for result in scores:
-        paper = PAPER_TABLE_I.get(result.task, (np.nan, np.nan, np.nan))
-        rows.append(
-            {
-                "task": result.task,
-                "images": len(result.per_image),
-                "experts": len(result.experts),
-                "average": _pct(result.average),
-                "best expert": _pct(result.best.accuracy),
-                "best expert name": result.best.expert,
-                "voting": _pct(result.vote_accuracy),
-                "no majority": result.ties,
-                "paper average": paper[0],
-                "paper best expert": paper[1],
-                "paper voting": paper[2],
-            }
-        )
+        row = {
+            "task": result.task,
+            "images": len(result.per_image),
+            "experts": len(result.experts),
+            "average": _pct(result.average),
+            "best expert": _pct(result.best.accuracy),
+            "best expert name": result.best.expert,
+            "voting": _pct(result.vote_accuracy),
+            "no majority": result.ties,
+        }
+        if papers:
+            paper = PAPER_TABLE_I.get(result.task, (np.nan, np.nan, np.nan))
+            row.update({"paper average": paper[0], "paper best expert": paper[1], "paper voting": paper[2]})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -80,6 +80,8 @@ class TaskScores:
     per_image : pandas.DataFrame
         One row per scored image: ``key``, ``path``, ``class``, one column ``"answer: <expert>"`` per expert
         (their answer or NaN), ``vote`` (a class or :data:`NO_MAJORITY`) and ``vote_correct``.
+    test_classes : tuple of str
+        Every class of the test set (a pairwise task's test set has more classes than the task).
     """
 
     task: str
@@ -88,6 +90,7 @@ class TaskScores:
     experts: list[ExpertAccuracy]
     skipped: list[str]
     per_image: pd.DataFrame
+    test_classes: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -206,7 +209,8 @@ def score_answers(
             given = per_image[answer_column(expert)].notna()
             correct = int((per_image.loc[given, answer_column(expert)] == per_image.loc[given, "class"]).sum())
             accuracies.append(ExpertAccuracy(expert, int(given.sum()), correct, bool(complete[expert])))
-        results.append(TaskScores(str(task), choices, len(task_images), accuracies, skipped, per_image))
+        results.append(TaskScores(str(task), choices, len(task_images), accuracies, skipped, per_image,
+                                  test_classes=tuple(all_classes)))
     results.sort(key=lambda r: _task_order(r.task, r.classes, all_classes))
     return results
 

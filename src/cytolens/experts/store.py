@@ -26,7 +26,7 @@ from cytolens.core.atomic import is_disk_full
 from cytolens.core.errors import CytolensError, OptionError
 from cytolens.core.hashing import file_sha1
 from cytolens.experts.records import AnswerError, Expert, Item, Login, Progress, hash_secret, image_key, now
-from cytolens.experts.tasks import ExpertTask
+from cytolens.data.tasks import Task
 
 SCHEMA_VERSION = "1"
 MAX_NAME_LENGTH = 64
@@ -366,13 +366,13 @@ class ExpertStore:
 
     # ------------------------------------------------------------------------------------------------ sessions
 
-    def session(self, expert: Expert, task: ExpertTask, *, seed: int | None = None) -> int:
+    def session(self, expert: Expert, task: Task, *, seed: int | None = None) -> int:
         """The expert's session of a task, created on first use with its own shuffled order of every image.
 
         Parameters
         ----------
         expert : Expert
-        task : ExpertTask
+        task : Task
             Pairwise tasks still hold every image of the test set, as in the paper.
         seed : int, optional
             Seed of the order (tests); by default drawn from the operating system.
@@ -389,7 +389,7 @@ class ExpertStore:
             (random.Random(seed) if seed is not None else random.SystemRandom()).shuffle(image_ids)
             cursor = db.execute(
                 "INSERT INTO sessions (expert_id, task, choices, created_at) VALUES (?, ?, ?, ?)",
-                (expert.id, task.name, json.dumps(list(task.choices)), now()),
+                (expert.id, task.name, json.dumps(list(task.classes)), now()),
             )
             session_id = int(cursor.lastrowid or 0)
             db.executemany(

@@ -32,9 +32,11 @@ from cytolens.engine import file_sha1
 from cytolens.core.errors import CytolensError
 from cytolens.segment.inference import predict_tiled_labels
 from cytolens.segment.metrics import evaluate_images, scores_from_confusion
+from cytolens.segment.config import SegmentConfig
 from cytolens.segment.predict import FoldEnsemble, SegmentRun, final_model, load_models, load_segment_run
 
-__all__ = ["DICE_DEFINITION", "PAPER_TABLE1", "evaluate_run", "table1", "table1_markdown"]
+__all__ = ["DICE_DEFINITION", "PAPER_CLASSES", "PAPER_TABLE1", "evaluate_run", "is_papers_task", "table1",
+           "table1_markdown"]
 
 DICE_DEFINITION = (
     "dice of class c = 2·TP / (2·TP + FP + FN), counted over all pixels of the evaluated images (their confusion "
@@ -42,6 +44,8 @@ DICE_DEFINITION = (
     "+ FN); pixel accuracy = correct pixels / all pixels. Per-image means are in per_image.csv."
 )
 
+#: The classes of the paper's label images, in label order.
+PAPER_CLASSES: tuple[str, ...] = ("background", "nucleus", "cytoplasm")
 #: MIDL 2019, Table 1 (Keras parameter counts; validation dice; the 5-fold CV dice reported for DeepLabv3+ only).
 PAPER_TABLE1: dict[str, dict[str, Any]] = {
     "unet": {"label": "U-Net", "parameters": 1_942_023, "validation_dice": 0.9102, "cv_dice": None},
@@ -50,6 +54,14 @@ PAPER_TABLE1: dict[str, dict[str, Any]] = {
         "label": "DeepLabv3+", "parameters": 41_253_023, "validation_dice": 0.9395, "cv_dice": 0.9503,
     },
 }
+
+
+def is_papers_task(config: SegmentConfig) -> bool:
+    """Whether a run is the paper's task: one of its three models on its classes (background, nucleus, cytoplasm).
+
+    Only then are the paper's numbers placed beside ours.
+    """
+    return config.model in PAPER_TABLE1 and tuple(config.classes) == PAPER_CLASSES
 
 
 def table1(run: SegmentRun, evaluation: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -69,7 +81,7 @@ def table1(run: SegmentRun, evaluation: dict[str, Any] | None = None) -> pd.Data
     from cytolens.segment.training import new_model
 
     config = run.config
-    paper = PAPER_TABLE1.get(config.model, {})
+    paper = PAPER_TABLE1.get(config.model, {}) if is_papers_task(config) else {}
     folds = sorted(run.folds, key=lambda r: r["fold"])
     fold_list = ", ".join(str(r["fold"]) for r in folds)
     confusion = np.sum([np.asarray(r["val_confusion"], dtype=np.int64) for r in folds], axis=0)
@@ -89,10 +101,12 @@ def table1(run: SegmentRun, evaluation: dict[str, Any] | None = None) -> pd.Data
         rows.append(("dice on evaluated data", None, evaluation["mean_dice"],
                      f"{evaluation['images']} images, {evaluation['mode']}"))
     # object dtype: a count stays an integer beside the dice values and a missing paper number stays None.
-    return pd.DataFrame(rows, columns=["quantity", "paper", "ours", "how ours is computed"], dtype=object)
+    table = pd.DataFrame(rows, columns=["quantity", "paper", "ours", "how ours is computed"], dtype=object)
+    return table if paper else table.drop(columns="paper")
 
 
 def table1_markdown(table: pd.DataFrame, run: SegmentRun) -> str:
+    """Table 1 as markdown: the paper's column only when the run is the paper's task (see :func:`table1`)."""
     label = PAPER_TABLE1.get(run.config.model, {}).get("label", "(not in the paper)")
 
     def show(value: Any) -> str:
@@ -100,13 +114,14 @@ def table1_markdown(table: pd.DataFrame, run: SegmentRun) -> str:
             return "—"
         return f"{value:,}" if isinstance(value, (int, np.integer)) else f"{value:.4f}"
 
-    lines = [
-        f"# Table 1 (MIDL 2019) — {run.config.model} ({run.config.name})",
-        "",
-        f"| | paper: {label} | ours: {run.config.model} | how ours is computed |",
-        "|---|---:|---:|---|",
-    ]
-    lines += [f"| {r.quantity} | {show(r.paper)} | {show(r.ours)} | {r._4} |" for r in table.itertuples()]
+    papers = "paper" in table.columns
+    lines = [f"# Table 1 (MIDL 2019) — {run.config.model} ({run.config.name})", ""]
+    if papers:
+        lines += [f"| | paper: {label} | ours: {run.config.model} | how ours is computed |", "|---|---:|---:|---|"]
+        lines += [f"| {r.quantity} | {show(r.paper)} | {show(r.ours)} | {r._4} |" for r in table.itertuples()]
+    else:
+        lines += [f"| | ours: {run.config.model} | how ours is computed |", "|---|---:|---|"]
+        lines += [f"| {r.quantity} | {show(r.ours)} | {r._3} |" for r in table.itertuples()]
     lines += [
         "",
         f"Dice: {DICE_DEFINITION}",

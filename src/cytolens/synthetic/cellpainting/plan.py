@@ -24,13 +24,8 @@ import numpy as np
 import pandas as pd
 
 from cytolens.core.errors import check_choice
+from cytolens.data.bbbc021 import MOAS
 
-#: The 12 MOAs of BBBC021, with their names as spelled in ``BBBC021_v1_moa.csv``.
-MOAS: tuple[str, ...] = (
-    "Actin disruptors", "Aurora kinase inhibitors", "Cholesterol-lowering", "DNA damage", "DNA replication",
-    "Eg5 inhibitors", "Epithelial", "Kinase inhibitors", "Microtubule destabilizers", "Microtubule stabilizers",
-    "Protein degradation", "Protein synthesis",
-)
 CONTROL = "DMSO"
 POSITIVE_CONTROL = "taxol"
 #: The positive-control wells on every plate hold taxol at a saturating dose outside its annotated series, so
