@@ -3,12 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cytolens.cli.app import main
 from cytolens.data.io import write_png, write_tiff
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one ``cytolens`` command line did: its exit status, stdout and stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error(self) -> str:
+        """The one error line (without its ``error:`` prefix)."""
+        return next(line for line in self.err.splitlines() if line.startswith("error: ")).removeprefix("error: ")
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run ``cytolens ARGS...`` through :func:`cytolens.cli.app.main`, the console script's entry point.
+
+    ``cli(*args, code=0)`` checks the exit status (``code=None``: any). Every run that exits with status 2 (a user
+    error) is also checked for what the brief promises: exactly one ``error:`` line naming the problem, and no
+    traceback.
+    """
+
+    def run(*args: str | Path, code: int | None = 0) -> CliResult:
+        with pytest.raises(SystemExit) as info:
+            main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        result = CliResult(int(info.value.code or 0), captured.out, captured.err)
+        if result.code == 2:
+            errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+            assert len(errors) == 1 and "Traceback" not in result.err, result.err
+        if code is not None:
+            assert result.code == code, f"exit status {result.code}, expected {code}; stderr: {result.err}"
+        return result
+
+    return run
 
 
 def _write_class_folders(root: Path, classes: dict[str, int], *, size: int = 16, split: str = "") -> Path:

@@ -7,39 +7,46 @@ from typing import Annotated
 
 import typer
 
-from cytolens.core.console import console, progress_bar
+from cytolens.core.console import console, progress_bar, warning_line
 from cytolens.cli.options import (
     AcceleratorOption,
+    ClassesOption,
+    ConfigOption,
     DeterministicOption,
     DevicesOption,
     ForceOption,
     NumNodesOption,
     PrecisionOption,
+    RunFolderOption,
     SeedOption,
+    TaskOption,
+    TtaOption,
     engine_options,
 )
 
 app = typer.Typer(help="Classify single cells (Shpilman et al. 2017) on any class-folder dataset.", no_args_is_help=True)
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", help="Experiment config: a YAML file, or a shipped name such as shpilman2017-quick.")
-]
 
 
-def _load(config: Path, classes: str | None, seed: int | None):  # noqa: ANN202 - ClassifyConfig
+def _load(config: Path, seed: int | None):  # noqa: ANN202 - ClassifyConfig
     from cytolens.classify.config import ClassifyConfig
     from cytolens.core.config import load_config
+
+    return load_config(config, ClassifyConfig, seed=seed)
+
+
+def _classes(classes: str | None) -> list[str] | None:
     from cytolens.data.layouts import parse_class_list
 
-    return load_config(config, ClassifyConfig, classes=parse_class_list(classes) if classes else None, seed=seed)
+    return parse_class_list(classes) if classes else None
 
 
 @app.command("train")
 def train(
     data: Annotated[Path, typer.Argument(help="Dataset: DATA/<class>/*.tif, or DATA/train/<class>/ and DATA/test/<class>/.")],
     config: ConfigOption,
-    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists with the same config).")],
-    classes: Annotated[str | None, typer.Option("--classes", help="Class names in label order, e.g. 0,0.1,1.")] = None,
+    out: RunFolderOption,
+    classes: ClassesOption = None,
     seed: SeedOption = None,
     force: ForceOption = False,
     devices: DevicesOption = 1,
@@ -54,7 +61,7 @@ def train(
     """
     from cytolens.classify.training import run_protocol
 
-    settings = _load(config, classes, seed)
+    settings = _load(config, seed)
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
                              config_precision=settings.precision, accelerator=accelerator,
                              deterministic=deterministic)
@@ -63,7 +70,7 @@ def train(
         from cytolens.engine import RunFolder
 
         RunFolder(out, RUN_KIND).discard()
-    run = run_protocol(data, settings, out, options)
+    run = run_protocol(data, settings, out, options, classes=_classes(classes))
     console.print(f"results in {run} (table_iv.md, metrics.json, predictions.csv, figures/)")
     typer.echo((run / "table_iv.md").read_text(encoding="utf-8"))
 
@@ -81,9 +88,11 @@ def report(run: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by 'cytolens classify train'.")],
     images: Annotated[Path, typer.Argument(help="An image or a folder of images (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", help="CSV to write: path, predicted, p_<class>.")] = Path("predictions.csv"),
-    task: Annotated[str | None, typer.Option("--task", help="A pairwise task such as '0 vs 1' (default: all classes).")] = None,
-    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over the 8 rotations/flips.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for predictions.csv (path, predicted, p_<class>).")
+    ] = Path("predictions"),
+    task: TaskOption = "all",
+    tta: TtaOption = None,
     devices: DevicesOption = 1,
 ) -> None:
     """Classify new images with a trained run; unreadable files are listed and the exit status is 1.
@@ -101,8 +110,14 @@ def predict(
     with progress_bar("classifying", total) as advance:
         result = predict_images(run, images, task=task, tta=tta, progress=advance,
                                 options=EngineOptions(devices=devices))
-    write_text_atomic(out, result.table.to_csv(index=False))
-    console.print(f"wrote {len(result.table)} predictions to {out}")
+    if out.suffix.lower() == ".csv":  # cytolens 0.2 wrote the CSV itself at --out
+        warning_line(f"--out {out}: a CSV file is deprecated and will be refused in the next release; --out is the "
+                     "folder for predictions.csv")
+        destination = out
+    else:
+        destination = out / "predictions.csv"
+    write_text_atomic(destination, result.table.to_csv(index=False))
+    console.print(f"wrote {len(result.table)} predictions to {destination}", markup=False)
     for path, problem in result.problems:
         console.print(f"skipped {path}: {problem}", markup=False)
     if result.problems:
@@ -119,11 +134,12 @@ def search(
     max_mflops: Annotated[
         float | None, typer.Option("--max-mflops", min=0.0, help="Compute budget: forward MFLOPs per image.")
     ] = None,
-    classes: Annotated[str | None, typer.Option("--classes", help="Class names in label order.")] = None,
+    classes: ClassesOption = None,
 ) -> None:
     """Choose a topology from the paper's search space by cross-validation on the training images."""
     from cytolens.classify.search import run_search
 
-    ranked = run_search(data, _load(config, classes, None), out, trials=trials, folds=folds, max_mflops=max_mflops)
+    ranked = run_search(data, _load(config, None), out, trials=trials, folds=folds, max_mflops=max_mflops,
+                        classes=_classes(classes))
     typer.echo(ranked[["trial", "topology", "cv_accuracy", "cv_accuracy_sd", "parameters", "mflops"]].to_string(index=False))
     console.print(f"best topology written to {out / 'best_topology.yaml'}")

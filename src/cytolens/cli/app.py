@@ -15,7 +15,8 @@ import typer
 from typer.exceptions import Abort, Exit, TyperException
 
 from cytolens import __version__
-from cytolens.core.console import console, error_line, progress_bar, stdout
+from cytolens.cli.options import ClassesOption, RandomSeedOption, WorkersOption, modernize_arguments
+from cytolens.core.console import console, error_line, progress_bar, stdout, warning_line
 from cytolens.core.errors import CytolensError, display_path
 
 app = typer.Typer(
@@ -66,10 +67,6 @@ def _root(
     """cytolens: deep learning for cell microscopy images."""
 
 
-ClassesOption = Annotated[
-    str | None,
-    typer.Option("--classes", help="Class names in label order, comma-separated (e.g. 0,0.1,1). Default: natural order."),
-]
 GroupOption = Annotated[
     str | None,
     typer.Option(
@@ -226,7 +223,7 @@ def synth_microtubules(
     out: Annotated[Path, typer.Argument(help="Output folder; gets 0/, 0.1/, 1/ and cells.csv.")],
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="Cells per class.")] = 100,
     size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 512,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed writes the same files.")] = 0,
+    seed: RandomSeedOption = 0,
     difficulty: Annotated[
         float, typer.Option("--difficulty", min=0.0, max=3.0, help="How much the classes overlap (0 = barely, 1 = default).")
     ] = 1.0,
@@ -247,7 +244,7 @@ def synth_brightfield(
     images: Annotated[int, typer.Option("--images", min=1, help="Number of fields.")] = 10,
     height: Annotated[int, typer.Option("--height", min=64, help="Field height in pixels.")] = 1440,
     width: Annotated[int, typer.Option("--width", min=64, help="Field width in pixels.")] = 1920,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; the same seed writes the same files.")] = 0,
+    seed: RandomSeedOption = 0,
 ) -> None:
     """Simulate 20x fields of adherent HeLa-like cells: bright-field, DAPI and whole-cell stain (16-bit TIFF)."""
     from cytolens.synthetic import simulate_brightfield_dataset
@@ -268,8 +265,8 @@ def synth_cellpainting(
             "(BBBC021's design and size).",
         ),
     ] = "small",
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; the same seed writes the same files.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes rendering fields in parallel.")] = 1,
+    seed: RandomSeedOption = 0,
+    workers: WorkersOption = 1,
 ) -> None:
     """Simulate BBBC021: MCF-7 cells under 38 compounds of 12 MOAs, in BBBC021's layout (DAPI, tubulin, actin)."""
     from cytolens.synthetic.cellpainting.simulate import TRUTH_CSV, simulate_cellpainting_dataset
@@ -289,7 +286,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")] = Path("runs/demo"),
     per_class: Annotated[int, typer.Option("--per-class", min=2, help="Simulated cells per class.")] = 100,
     size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 256,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: RandomSeedOption = 0,
     classify: Annotated[bool, typer.Option("--classify/--no-classify", help="Run the quick classification protocol.")] = True,
     segment: Annotated[bool, typer.Option("--segment/--no-segment", help="Run the quick segmentation protocol.")] = True,
     profile: Annotated[
@@ -311,6 +308,29 @@ def demo(
         typer.echo((out / "profile" / "evaluation" / "moa_accuracy.md").read_text(encoding="utf-8"))
     for path in result.outputs:
         console.print(f"wrote {path}")
+
+
+@app.command("reproduce")
+def reproduce(
+    paper: Annotated[str, typer.Argument(help="shpilman2017 (classify), midl2019 (segment) or cytogan (profile).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (a rerun with the same options resumes it).")],
+    scale: Annotated[
+        str, typer.Option("--scale", help="quick (minutes per model on 2 CPU cores), cpu (hours) or full (GPU).")
+    ] = "quick",
+    data: Annotated[
+        Path | None, typer.Option("--data", help="The paper's real dataset in its real layout (skips simulation).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Simulation and training seed.")] = 0,
+) -> None:
+    """Run a paper's whole protocol: simulate (or read --data), train every model it compares, evaluate, report.
+
+    One progress line per step; a rerun skips finished steps and resumes an interrupted one.
+    """
+    from cytolens.reproduce import reproduce as run_reproduction
+
+    result = run_reproduction(paper, out=out, scale=scale, data=data, seed=seed)
+    for table in result.tables:
+        typer.echo(table.read_text(encoding="utf-8"))
 
 
 @app.command("report")
@@ -349,7 +369,9 @@ def _interrupt_on_signals() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cytolens`` command: runs the app and turns user errors into one line."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args, notices = modernize_arguments(list(sys.argv[1:] if argv is None else argv))
+    for notice in notices:
+        warning_line(notice)
     debug = "--debug" in args
     _interrupt_on_signals()
     command = typer.main.get_command(app)

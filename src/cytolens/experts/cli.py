@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from cytolens.cli.options import TaskOption
 from cytolens.core.console import console, stdout
 from cytolens.core.errors import CytolensError, display_path
 
@@ -85,7 +86,7 @@ def serve(
         Path, typer.Option("--images", help="The test set: TESTSET/<class>/*.tif (or TESTSET/test/<class>/).")
     ],
     db: DbOption,
-    task: Annotated[str, typer.Option("--task", help="'3class' (all classes) or a pair such as '0,1'.")] = "3class",
+    task: TaskOption = "all",
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; other than 127.0.0.1 only on a trusted network.")
     ] = "127.0.0.1",
@@ -96,7 +97,7 @@ def serve(
 
     from cytolens.experts.app import LOOPBACK_HOSTS, create_app
     from cytolens.experts.store import ExpertStore
-    from cytolens.experts.tasks import parse_task
+    from cytolens.data.tasks import parse_task
 
     classes, test_images = load_test_set(images)
     chosen = parse_task(task, classes)
@@ -125,7 +126,7 @@ def serve(
     app_ = create_app(store, chosen, allowed_hosts=LOOPBACK_HOSTS if loopback else None)
     experts = store.experts()
     console.print(
-        f"task {chosen.name!r}: {len(test_images)} images, answers {', '.join(chosen.choices)}; "
+        f"task {chosen.name!r}: {len(test_images)} images, answers {', '.join(chosen.classes)}; "
         f"{len(experts)} expert(s){'' if experts else ' - add one with: cytolens experts add NAME --db ' + str(db)}",
         markup=False,
         soft_wrap=True,

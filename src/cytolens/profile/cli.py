@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from cytolens.cli.options import (
-    AcceleratorOption, DeterministicOption, DevicesOption, ForceOption, NumNodesOption, PrecisionOption, SeedOption,
-    engine_options,
+    AcceleratorOption, ConfigOption, DeterministicOption, DevicesOption, ForceOption, NumNodesOption, PrecisionOption,
+    RandomSeedOption, RunFolderOption, SeedOption, WorkersOption, engine_options,
 )
 
 app = typer.Typer(
@@ -34,16 +34,16 @@ def crop(
     ],
     out: Annotated[Path, typer.Option("--out", help="Cell store folder to write (resumed if interrupted).")],
     crop_size: Annotated[int, typer.Option("--crop-size", min=8, help="Side of the square crops (CytoGAN: 96).")] = 96,
-    normalisation: Annotated[
+    normalization: Annotated[
         str,
         typer.Option(
-            "--normalisation",
+            "--normalization",
             help="crop_max (CytoGAN: each crop channel by its maximum), plate_percentile, or illumination "
             "(per-plate illumination correction, then plate percentiles).",
         ),
     ] = "crop_max",
-    mask_neighbours: Annotated[
-        bool, typer.Option("--mask-neighbours/--keep-neighbours", help="Zero other cells' pixels in each crop.")
+    mask_neighbors: Annotated[
+        bool, typer.Option("--mask-neighbors/--keep-neighbors", help="Zero other cells' pixels in each crop.")
     ] = False,
     segmentation: Annotated[
         str, typer.Option("--segmentation", help="classical, or segment:RUN to use a trained 'cytolens segment' run.")
@@ -51,7 +51,7 @@ def crop(
     border: Annotated[
         str, typer.Option("--border", help="skip cells whose crop leaves the field (CytoGAN), or pad them with zeros.")
     ] = "skip",
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Plates cropped in parallel.")] = 1,
+    workers: WorkersOption = 1,
     devices: DevicesOption = 1,
     num_nodes: NumNodesOption = 1,
     accelerator: AcceleratorOption = "auto",
@@ -70,8 +70,8 @@ def crop(
     options = engine_options(devices=devices, num_nodes=num_nodes, accelerator=accelerator) if ranked else None
     fields = len(read_bbbc021(data))
     with progress_bar("cropping cells", fields) as advance:
-        path = crop_dataset(data, out, crop_size=crop_size, normalisation=normalisation,
-                            mask_neighbours=mask_neighbours, segmentation=segmentation, border=border,
+        path = crop_dataset(data, out, crop_size=crop_size, normalisation=normalization,
+                            mask_neighbours=mask_neighbors, segmentation=segmentation, border=border,
                             workers=workers, progress=advance, options=options)
     store = CellStore(path)
     table = Table(title=f"cells per plate ({store.metadata['normalisation']}, border: {store.metadata['border']})",
@@ -93,10 +93,8 @@ def crop(
 @app.command("train")
 def train(
     cells: Annotated[Path, typer.Argument(help="A cell store written by 'cytolens profile crop'.")],
-    config: Annotated[
-        Path, typer.Option("--config", help="GAN config: a YAML file or a shipped name (cytogan-lsgan, cytogan-quick).")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed from its last checkpoint if it exists).")],
+    config: ConfigOption,
+    out: RunFolderOption,
     steps: Annotated[
         int | None, typer.Option("--steps", min=1, help="Generator steps in total (overrides the config's epochs).")
     ] = None,
@@ -145,7 +143,7 @@ def explore(
         typer.Option("--profiles", help="Profiles folder (or its treatments.parquet) for the MOA map."),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default RUN/explore).")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the noise vectors.")] = 0,
+    seed: RandomSeedOption = 0,
     pool: Annotated[int, typer.Option("--pool", min=20, help="Generated cells ranked per attribute.")] = 512,
 ) -> None:
     """Samples, linear and spherical interpolation, attribute vector algebra (measured), and a treatment map."""
@@ -189,7 +187,7 @@ def embed(
     normalization: NormalizationOption = "standard",
     whiten: WhitenOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cells per chunk.")] = 1024,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the random control's weights.")] = 0,
+    seed: RandomSeedOption = 0,
     devices: DevicesOption = 1,
     num_nodes: NumNodesOption = 1,
     precision: PrecisionOption = None,

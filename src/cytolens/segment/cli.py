@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from cytolens.core.console import console, progress_bar
+from cytolens.core.console import console, progress_bar, warning_line
 from cytolens.cli.options import (
-    AcceleratorOption, DeterministicOption, DevicesOption, ForceOption, NumNodesOption, PrecisionOption, SeedOption,
-    engine_options,
+    AcceleratorOption, ClassesOption, ConfigOption, DeterministicOption, DevicesOption, ForceOption, NumNodesOption,
+    PrecisionOption, RunFolderOption, SeedOption, TtaOption, engine_options,
 )
 
 app = typer.Typer(
@@ -45,19 +45,12 @@ def labels(
         )
 
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", help="Experiment config: a YAML file, or a shipped name such as midl2019-quick.")
-]
-
-
 @app.command("train")
 def train(
     data: Annotated[Path, typer.Argument(help="Dataset: DATA/images/ (or brightfield/) + DATA/labels/, same stems.")],
     config: ConfigOption,
-    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it exists with the same config).")],
-    classes: Annotated[
-        str | None, typer.Option("--classes", help="Class names in label order, e.g. background,nucleus,cytoplasm.")
-    ] = None,
+    out: RunFolderOption,
+    classes: ClassesOption = None,
     seed: SeedOption = None,
     force: ForceOption = False,
     devices: DevicesOption = 1,
@@ -96,11 +89,12 @@ def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by 'cytolens segment train'.")],
     images: Annotated[Path, typer.Argument(help="An image, a folder of images, or a dataset root with images/.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder for <stem>.tif, <stem>_overlay.png, ...")],
-    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over the 8 rotations/flips.")] = None,
+    tta: TtaOption = None,
     probabilities: Annotated[bool, typer.Option("--prob", help="Also write <stem>_prob.tif.")] = False,
     cells: Annotated[bool, typer.Option("--cells", help="Also write <stem>_cells.tif and cells.csv.")] = False,
-    model: Annotated[
-        str | None, typer.Option("--model", help="ensemble (of the fold models) or best_fold; default: the run's.")
+    final_model: Annotated[
+        str | None,
+        typer.Option("--final-model", help="ensemble (of the fold models) or best_fold; default: the run's config."),
     ] = None,
     pixel_size: Annotated[
         float | None, typer.Option("--pixel-size", min=0.0, help="Pixel size in µm, for µm² areas in cells.csv.")
@@ -117,14 +111,14 @@ def predict(
     from cytolens.core.errors import check_choice
     from cytolens.segment.predict import find_input_images, load_segment_run, predict_images
 
-    if model is not None:
-        check_choice("--model", model, ("ensemble", "best_fold"))
+    if final_model is not None:
+        check_choice("--final-model", final_model, ("ensemble", "best_fold"))
     loaded = load_segment_run(run)  # a wrong run folder is the first thing to report
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
                              config_precision=loaded.config.precision, accelerator=accelerator)
     with progress_bar("segmenting", len(find_input_images(images))) as advance:
         result = predict_images(
-            run, images, out, tta=tta, probabilities=probabilities, cells=cells, which=model,
+            run, images, out, tta=tta, probabilities=probabilities, cells=cells, which=final_model,
             pixel_size_um=pixel_size, progress=advance, options=options,
         )
     console.print(f"segmented {len(result.table)} images into {out} with {result.model}", markup=False)
@@ -141,7 +135,7 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="A run folder written by 'cytolens segment train'.")],
     data: Annotated[Path, typer.Argument(help="Labelled data: DATA/images/ (or brightfield/) + DATA/labels/.")],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default RUN/evaluation).")] = None,
-    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help="Average over the 8 rotations/flips.")] = None,
+    tta: TtaOption = None,
 ) -> None:
     """Dice per class and mean, IoU, pixel accuracy, confusion matrix, per-image table, and Table 1.
 
@@ -173,7 +167,7 @@ def evaluate(
 @app.command("curves")
 def curves(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by 'cytolens segment train'.")],
-    out: Annotated[Path, typer.Option("--out", help="The PNG to write (the table goes beside it as CSV).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for curves.png and curves.csv.")],
     labels: Annotated[
         str | None, typer.Option("--labels", help="Comma-separated names for the runs (default: folder names).")
     ] = None,
@@ -185,9 +179,15 @@ def curves(
     names = [name.strip() for name in labels.split(",")] if labels else [run.name for run in runs]
     if len(names) != len(runs):
         raise OptionError(f"--labels names {len(names)} runs but {len(runs)} run folders were given")
+    if out.suffix.lower() == ".png":  # cytolens 0.2 took the PNG's path and wrote the CSV beside it
+        warning_line(f"--out {out}: a PNG file is deprecated and will be refused in the next release; --out is the "
+                     "folder for curves.png and curves.csv")
+        figure = out
+    else:
+        figure = out / "curves.png"
     table = training_curves(dict(zip(names, runs, strict=True)))
-    plot_training_curves(table, out)
+    plot_training_curves(table, figure)
     best = table.dropna(subset=["val_mean_dice"]).groupby("run", sort=False)["val_mean_dice"].max()
     for name, value in best.items():
         typer.echo(f"{name}: best validation mean dice {value:.4f}")
-    console.print(f"wrote {out} and {out.with_suffix('.csv')}", markup=False)
+    console.print(f"wrote {figure} and {figure.with_suffix('.csv')}", markup=False)
