@@ -178,9 +178,9 @@ def _torch_counts(model: str) -> tuple[int, list[int]] | None:
 
         network = create_model("shpilman2017", num_classes=3)
     else:
-        from cytolens.segment import create_segmentation_model  # noqa: PLC0415
+        from cytolens.segment import create_model  # noqa: PLC0415
 
-        network = create_segmentation_model("unet", num_classes=3, in_chans=1)
+        network = create_model("unet", num_classes=3, in_chans=1)
     sizes = [p.numel() for p in network.parameters()]
     sizes += [b.numel() for name, b in network.named_buffers() if name.endswith(("running_mean", "running_var"))]
     return count_parameters(network)["keras"], sorted(sizes)

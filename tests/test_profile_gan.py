@@ -11,7 +11,7 @@ import torch
 from cytolens.core.config import load_config, packaged_configs
 from cytolens.core.errors import CytolensError, OptionError
 from cytolens.profile.gan.models import (
-    GANS, FeatureExtractor, count_gan_parameters, create_gan, images_to_tensor, random_feature_extractor,
+    GANS, FeatureExtractor, count_gan_parameters, create_model, images_to_tensor, random_feature_extractor,
     tensor_to_images,
 )
 from cytolens.profile.gan.config import GanConfig
@@ -21,7 +21,7 @@ from cytolens.profile.gan.losses import discriminator_loss, generator_loss, grad
 @pytest.mark.parametrize("name", GANS.names())
 def test_every_registered_gan_builds_generates_and_has_a_100_d_representation(name: str) -> None:
     torch.manual_seed(0)
-    gan = create_gan(name)
+    gan = create_model(name)
     assert gan.loss == name
     z = torch.randn(2, gan.noise_size)
     with torch.no_grad():
@@ -35,14 +35,14 @@ def test_every_registered_gan_builds_generates_and_has_a_100_d_representation(na
 
 
 def test_parameter_counts_are_the_papers_keras_counts() -> None:
-    counts = count_gan_parameters(create_gan("lsgan"))
+    counts = count_gan_parameters(create_model("lsgan"))
     assert counts["generator"] == {"trainable": 4_875_267, "bn_statistics": 74_176, "keras": 4_949_443}
     assert counts["discriminator"] == {"trainable": 4_764_681, "bn_statistics": 0, "keras": 4_764_681}
 
 
 def test_instance_noise_only_in_training_mode() -> None:
     torch.manual_seed(0)
-    d = create_gan("dcgan", generator_filters=(8, 4), discriminator_filters=(4, 4), discriminator_strides=(2, 2),
+    d = create_model("dcgan", generator_filters=(8, 4), discriminator_filters=(4, 4), discriminator_strides=(2, 2),
                    image_size=16).discriminator
     x = torch.zeros(2, 3, 16, 16)
     assert not torch.equal(d.features(x), d.features(x))  # σ = 0.1 noise, drawn anew
@@ -52,9 +52,9 @@ def test_instance_noise_only_in_training_mode() -> None:
 
 def test_unknown_gan_and_option_answer_with_the_choices() -> None:
     with pytest.raises(OptionError, match="Did you mean 'lsgan'"):
-        create_gan("lsgna")
+        create_model("lsgna")
     with pytest.raises(OptionError, match="no option 'latent'"):
-        create_gan("lsgan", latent=10)
+        create_model("lsgan", latent=10)
 
 
 def test_images_round_trip_between_crops_and_tensors() -> None:
@@ -110,7 +110,7 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic(interpolation: str)
 @pytest.mark.parametrize("name", [n for n in packaged_configs() if n.startswith("cytogan")])
 def test_every_shipped_cytogan_config_validates_and_builds(name: str) -> None:
     config = load_config(name, GanConfig)
-    gan = create_gan(config.model, **config.model_options)
+    gan = create_model(config.model, **config.model_options)
     assert gan.discriminator.latent_size == 100
     assert config.deviations, f"{name} must list where it departs from (or fills in) the paper"
 

@@ -17,15 +17,15 @@ from cytolens.segment import (
     PAPER_PARAMETERS,
     SEGMENTATION_MODELS,
     count_parameters,
-    create_segmentation_model,
-    list_segmentation_models,
+    create_model,
+    list_models,
     segmentation_model_recipe,
 )
 from cytolens.engine.parameters import l2_penalty
 from cytolens.segment.tiramisu import _match_size
 from cytolens.segment.unet import UNet
 
-MODELS = list_segmentation_models()
+MODELS = list_models()
 INPUT_MULTIPLES = {"unet": 16, "fcdensenet103": 32, "deeplabv3plus_xception65": 16}
 
 
@@ -42,7 +42,7 @@ def one_thread() -> Iterator[None]:
 def paper_models() -> dict[str, nn.Module]:
     """Every registered model at the paper's setting (1 channel, 3 classes), built once."""
     torch.manual_seed(0)
-    return {name: create_segmentation_model(name, num_classes=3) for name in MODELS}
+    return {name: create_model(name, num_classes=3) for name in MODELS}
 
 
 def test_registered_models_and_paper_table() -> None:
@@ -81,7 +81,7 @@ def test_unet_variants_documented_counts(batch_norm: str, keras: int) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_on_a_tiny_patch(name: str, in_chans: int, num_classes: int) -> None:
     torch.manual_seed(0)
-    model = create_segmentation_model(name, num_classes=num_classes, in_chans=in_chans)
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans)
     assert model.input_multiple == INPUT_MULTIPLES[name]
     assert model.model_name == name
     # Training-mode BatchNorm needs more than one value per channel: DeepLab's image pooling and, at 32×32,
@@ -146,26 +146,26 @@ def test_unet_l2_penalises_every_conv_kernel_only(paper_models: dict[str, nn.Mod
 
 def test_unknown_model_suggests_the_closest() -> None:
     with pytest.raises(OptionError, match="Did you mean 'unet'"):
-        create_segmentation_model("unt", num_classes=3)
+        create_model("unt", num_classes=3)
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
     with pytest.raises(OptionError, match=r"no option 'batchnorm'.*\['filters', 'bottleneck', 'batch_norm'\]"
                                           r".*Did you mean 'batch_norm'"):
-        create_segmentation_model("unet", num_classes=3, batchnorm="all")
+        create_model("unet", num_classes=3, batchnorm="all")
 
 
 @pytest.mark.parametrize("options", [{"num_classes": 0}, {"num_classes": 3, "in_chans": True}])
 def test_bad_common_options(options: dict[str, object]) -> None:
     with pytest.raises(OptionError, match="integer >= 1"):
-        create_segmentation_model("unet", **options)  # type: ignore[arg-type]
+        create_model("unet", **options)  # type: ignore[arg-type]
 
 
 def test_bad_model_option_values() -> None:
     with pytest.raises(OptionError, match="Did you mean 'all'"):
-        create_segmentation_model("unet", num_classes=3, batch_norm="al")
+        create_model("unet", num_classes=3, batch_norm="al")
     with pytest.raises(OptionError, match="dropout"):
-        create_segmentation_model("fcdensenet103", num_classes=3, dropout=1.5)
+        create_model("fcdensenet103", num_classes=3, dropout=1.5)
 
 
 def test_generic_registry() -> None:

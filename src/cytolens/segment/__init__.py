@@ -1,6 +1,6 @@
 """Segment bright-field images into background / nucleus / cytoplasm (MIDL 2019, seed 003).
 
-Networks are built by name (:func:`create_segmentation_model`, :func:`list_segmentation_models`) and return
+Networks are built by name (:func:`create_model`, :func:`list_models`) and return
 logits at the input's size; :func:`count_parameters` reports PyTorch's and Keras' counts so they compare with
 the paper's Table 1 (:data:`PAPER_PARAMETERS`). The model API is imported lazily, so the numpy-only modules of
 this package (augmentation, labels) load without torch. :func:`cell_segmenter` turns a trained run into a
@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = [
     "PAPER_PARAMETERS", "SEGMENTATION_MODELS", "CellSegmenter", "SegmentationModel", "cell_segmenter",
-    "count_parameters", "create_segmentation_model", "list_segmentation_models", "segmentation_model_recipe",
+    "count_parameters", "create_model", "list_models", "segmentation_model_recipe",
 ]
 
 _PREDICT_API = ("CellSegmenter", "cell_segmenter")

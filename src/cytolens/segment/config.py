@@ -122,10 +122,10 @@ class SegmentConfig(ExperimentConfig):
     @classmethod
     def _registered_model(cls, value: str) -> str:
         from cytolens.core.errors import OptionError, check_choice
-        from cytolens.segment.models import list_segmentation_models
+        from cytolens.segment.models import list_models
 
         try:
-            check_choice("model", value, list_segmentation_models())
+            check_choice("model", value, list_models())
         except OptionError as exc:  # pydantic reports ValueErrors with the config key
             raise ValueError(exc.message) from None
         return value

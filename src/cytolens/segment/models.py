@@ -5,7 +5,7 @@ size; the softmax lives in the loss. ``H`` and ``W`` must be multiples of the mo
 product of its down-sampling strides), checked in ``forward`` with an :class:`~cytolens.core.errors.OptionError`.
 Nothing here downloads weights.
 
->>> model = create_segmentation_model("fcdensenet103", num_classes=3)
+>>> model = create_model("fcdensenet103", num_classes=3)
 >>> count_parameters(model)["keras"] == PAPER_PARAMETERS["fcdensenet103"]
 True
 
@@ -36,7 +36,7 @@ from cytolens.core.registry import Registry
 
 __all__ = [
     "PAPER_PARAMETERS", "PAPER_RECIPE", "SEGMENTATION_MODELS", "SegmentationModel", "count_parameters",
-    "create_segmentation_model", "list_segmentation_models", "register_segmentation_model",
+    "create_model", "list_models", "register_segmentation_model",
     "segmentation_model_recipe",
 ]
 
@@ -71,7 +71,7 @@ class SegmentationModel(nn.Module):
     input_multiple: int = 1
     in_chans: int = 1
     num_classes: int = 1
-    model_name: str = ""  # set by create_segmentation_model
+    model_name: str = ""  # set by create_model
 
     def check_input(self, images: torch.Tensor) -> None:
         """Check that ``images`` is ``(N, in_chans, H, W)`` with H and W multiples of ``input_multiple``.
@@ -105,7 +105,7 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def list_segmentation_models() -> list[str]:
+def list_models() -> list[str]:
     """Return the names of all registered segmentation models, sorted."""
     return SEGMENTATION_MODELS.names()
 
@@ -115,13 +115,13 @@ def segmentation_model_recipe(name: str) -> dict[str, Any]:
     return dict(SEGMENTATION_MODELS.metadata(name).get("recipe", {}))
 
 
-def create_segmentation_model(name: str, *, num_classes: int, in_chans: int = 1, **options: Any) -> SegmentationModel:
+def create_model(name: str, *, num_classes: int, in_chans: int = 1, **options: Any) -> SegmentationModel:
     """Build a registered segmentation model with freshly initialised weights.
 
     Parameters
     ----------
     name : str
-        A name from :func:`list_segmentation_models`.
+        A name from :func:`list_models`.
     num_classes : int
         Number of output channels (3 in the paper: background, nucleus, cytoplasm).
     in_chans : int, optional

@@ -49,7 +49,7 @@ from cytolens.data.layouts import write_manifest
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import predict_tiled
 from cytolens.segment.metrics import pixel_confusion, scores_from_confusion
-from cytolens.segment.models import SegmentationModel, create_segmentation_model
+from cytolens.segment.models import SegmentationModel, create_model
 from cytolens.segment.sampling import PatchDataset, Prefetcher
 from cytolens.data.splits import grouped_stratified_kfold
 
@@ -163,7 +163,7 @@ def new_model(config: SegmentConfig, seed: int | None = None) -> SegmentationMod
     """The run's network with fresh weights (seeded when ``seed`` is given)."""
     if seed is not None:
         torch.manual_seed(seed)
-    return create_segmentation_model(
+    return create_model(
         config.model, num_classes=len(config.classes), in_chans=config.in_chans, **config.model_options
     )
 

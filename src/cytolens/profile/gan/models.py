@@ -42,7 +42,7 @@ from cytolens.core.registry import Registry
 
 __all__ = [
     "GANS", "GAN", "Discriminator", "FeatureExtractor", "Generator", "UpsampleConv2d", "count_gan_parameters",
-    "create_gan",
+    "create_model", "list_models",
     "images_to_tensor", "load_feature_extractor", "load_gan", "random_feature_extractor", "tensor_to_images",
 ]
 
@@ -306,7 +306,12 @@ def wgan_gp(
     return _build("wgan-gp", "wgan-gp", **locals())
 
 
-def create_gan(name: str, /, **options: Any) -> GAN:
+def list_models() -> list[str]:
+    """Return the names of all registered GANs (``dcgan``, ``lsgan``, ``wgan-gp``), sorted."""
+    return GANS.names()
+
+
+def create_model(name: str, /, **options: Any) -> GAN:
     """Build a registered GAN (``dcgan``, ``lsgan``, ``wgan-gp``) with optional architecture options."""
     return GANS.create(name, **options)
 
@@ -399,7 +404,7 @@ class FeatureExtractor:
 
 def gan_from_config(config: Any) -> GAN:
     """The untrained GAN a :class:`~cytolens.profile.gan.config.GanConfig` describes."""
-    return create_gan(config.model, **config.model_options)
+    return create_model(config.model, **config.model_options)
 
 
 def load_gan(run: str | Path) -> tuple[GAN, Any, int]:
