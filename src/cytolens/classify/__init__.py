@@ -9,10 +9,23 @@ applies a trained run folder to new images (the functions behind ``cytolens clas
 
 from __future__ import annotations
 
-from cytolens.classify import resnet as _resnet  # noqa: F401 - registers resnet18
-from cytolens.classify.models import create_model, list_models
-from cytolens.engine.parameters import count_parameters
-from cytolens.classify.predict import predict_images as predict
-from cytolens.classify.training import run_protocol as train
+import importlib
+from typing import Any
 
 __all__ = ["count_parameters", "create_model", "list_models", "predict", "train"]
+
+# Name -> (module, attribute), imported on first use (PEP 562): ``cytolens classify --help`` needs no torch.
+_LAZY: dict[str, tuple[str, str]] = {
+    "count_parameters": ("cytolens.engine.parameters", "count_parameters"),
+    "create_model": ("cytolens.classify.models", "create_model"),
+    "list_models": ("cytolens.classify.models", "list_models"),
+    "predict": ("cytolens.classify.predict", "predict_images"),
+    "train": ("cytolens.classify.training", "run_protocol"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

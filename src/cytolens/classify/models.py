@@ -265,5 +265,7 @@ def convnet(*, num_classes: int, in_chans: int = 1, input_size: int = 300,
                    kernel_sizes=kernel_sizes, pooling=pooling, dense_units=dense_units, dropout=dropout)
 
 
+# resnet18 registers itself with register_model above; imported here, once this module is complete, so that every
+# registered model is there whichever module a caller imports first.
+from cytolens.classify import resnet as _resnet  # noqa: E402, F401
 
-# --- Counting and regularisation ---

@@ -10,8 +10,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from cytolens.core.errors import OptionError, check_choice
 
 __all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
@@ -58,6 +56,8 @@ def resolve_precision(requested: str, device_type: str) -> str:
     check_choice("precision", requested, PRECISIONS)
     if requested == "auto":
         if device_type == "cuda":
+            import torch  # here, so that reading PRECISIONS (every command line's options) does not import torch
+
             return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
         return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
     if requested == "16-mixed" and device_type != "cuda":

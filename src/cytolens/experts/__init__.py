@@ -7,11 +7,25 @@
 - :mod:`cytolens.experts.report` — the tables as CSV/markdown and the HTML section of the report.
 """
 
-from cytolens.experts.report import ExpertReport, build_expert_report, render_experts_section, write_expert_report
-from cytolens.experts.store import ExpertStore
-from cytolens.experts.tasks import ExpertTask, parse_task
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
-    "ExpertReport", "ExpertStore", "ExpertTask", "build_expert_report", "parse_task", "render_experts_section",
+    "ExpertReport", "ExpertStore", "Task", "build_expert_report", "parse_task", "render_experts_section",
     "write_expert_report",
 ]
+
+# Name -> module, imported on first use (PEP 562): ``cytolens experts --help`` needs neither scipy nor pandas.
+_LAZY: dict[str, str] = {
+    "ExpertReport": "cytolens.experts.report", "build_expert_report": "cytolens.experts.report",
+    "render_experts_section": "cytolens.experts.report", "write_expert_report": "cytolens.experts.report",
+    "ExpertStore": "cytolens.experts.store", "Task": "cytolens.data.tasks", "parse_task": "cytolens.data.tasks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
