@@ -13,16 +13,16 @@ and with a random discriminator, and evaluates MOA accuracy into ``out/profile``
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cytolens.core.atomic import write_text_atomic
 from cytolens.core.console import progress_bar
-from cytolens.data.datacheck import DatasetCheck, check_dataset
-from cytolens.data.layouts import write_manifest
-from cytolens.report.figures import class_montage
+from cytolens.data.datacheck import DatasetCheck
+from cytolens.reproduce.stages import (
+    check_microtubules, collect_profile_figures, crop_cells, derive_labels, embed_profiles, predict_held_out,
+    simulate_brightfield, simulate_microtubules, simulate_screen, train_gan,
+)
 
 #: The demo's bright-field data: a few small fields (cells keep their real size at 0.325 µm per pixel).
 DEMO_FIELDS = 16
@@ -73,30 +73,11 @@ def run_demo(
     -------
     DemoResult
     """
-    from cytolens.synthetic import MICROTUBULE_CLASSES, simulate_microtubule_dataset
+    from cytolens.synthetic import MICROTUBULE_CLASSES
 
     out = Path(out)
-    data = out / "data" / "microtubules"
-    with progress_bar("simulating cells", per_class * len(MICROTUBULE_CLASSES)) as advance:
-        simulate_microtubule_dataset(data, per_class=per_class, size=size, seed=seed, progress=advance)
-    with progress_bar("checking images", per_class * len(MICROTUBULE_CLASSES)) as advance:
-        check = check_dataset(data, classes=list(MICROTUBULE_CLASSES), progress=advance)
-    if not check.ok:  # the simulator wrote these files a moment ago: a problem here is a bug, not user error
-        path, problem = check.problems[0]
-        raise RuntimeError(f"the demo's simulated data failed its own check: {path}: {problem}")
-    outputs = [
-        write_manifest(check.dataset.samples, out / "manifest.parquet"),
-        write_text_atomic(out / "data_check.json", json.dumps(check.summary(), indent=2) + "\n"),
-        class_montage(
-            check.dataset.samples,
-            check.dataset.classes,
-            out / "figures" / "microtubule_examples.png",
-            per_class=4,
-            seed=seed,
-            title="Simulated CV-1 cells, anti-tubulin: rows are paclitaxel classes",
-            row_label="paclitaxel {name}",
-        ),
-    ]
+    data = simulate_microtubules(out / "data" / "microtubules", per_class=per_class, size=size, seed=seed)
+    check, outputs = check_microtubules(data, out, classes=list(MICROTUBULE_CLASSES), simulated=True, seed=seed)
     if classify:
         from cytolens.classify.config import ClassifyConfig
         from cytolens.classify.training import run_protocol
@@ -149,39 +130,20 @@ def segment_demo(
     list of Path
         Table 1, the metrics and the predictions folder.
     """
-    import shutil
-
-    import pandas as pd
-
     from cytolens.core.config import load_config
     from cytolens.segment.config import SegmentConfig
     from cytolens.segment.evaluate import evaluate_run
-    from cytolens.segment.labels import derive_label_folder
-    from cytolens.segment.predict import predict_images
     from cytolens.segment.training import run_training
-    from cytolens.synthetic import simulate_brightfield_dataset
 
     out = Path(out)
-    data = out / "data" / "brightfield"
-    with progress_bar("simulating bright-field fields", fields) as advance:
-        simulate_brightfield_dataset(
-            data, images=fields, height=field_shape[0], width=field_shape[1], seed=seed, progress=advance
-        )
-    with progress_bar("deriving labels from DAPI + cell stain", fields) as advance:
-        derive_label_folder(data, progress=advance)
+    data = simulate_brightfield(out / "data" / "brightfield", fields=fields, field_shape=field_shape, seed=seed)
+    derive_labels(data)
     settings = load_config(config, SegmentConfig, seed=seed, **overrides)
     run = run_training(data, settings, out / "segment")
     with progress_bar("evaluating segmentation", fields) as advance:
         evaluate_run(run, data, progress=advance)
     # Overlays only for fields no trained model saw: the validation images of the trained folds.
-    manifest = pd.read_parquet(run / "manifest.parquet")
-    held_out = manifest[manifest["fold"].isin(settings.folds_to_train())]
-    held_out_folder = out / "data" / "brightfield-held-out"
-    held_out_folder.mkdir(parents=True, exist_ok=True)
-    for path in held_out["path"]:
-        shutil.copyfile(path, held_out_folder / Path(path).name)
-    with progress_bar("segmenting held-out fields", len(held_out)) as advance:
-        predict_images(run, held_out_folder, run / "predictions", cells=True, progress=advance)
+    predict_held_out(run, out / "data" / "brightfield-held-out", run / "predictions")
     return [run / "evaluation" / "table1.md", run / "evaluation" / "metrics.json", run / "predictions"]
 
 
@@ -219,58 +181,32 @@ def profile_demo(
     """
     import shutil
 
-    from cytolens.data.bbbc021 import read_bbbc021
     from cytolens.core.config import load_config
-    from cytolens.profile.crops.cell_store import CellStore
     from cytolens.profile.crops.examples import plot_crop_examples
-    from cytolens.profile.crops.crop import crop_dataset
-    from cytolens.profile.embed import embed
     from cytolens.profile.evaluate import write_evaluation
     from cytolens.profile.explore import explore_run
     from cytolens.profile.gan.config import GanConfig
-    from cytolens.profile.gan.training import train
-    from cytolens.profile.profiles import write_profiles
-    from cytolens.synthetic.cellpainting.simulate import simulate_cellpainting_dataset
-    from cytolens.synthetic.cellpainting.plan import planned_fields
 
     out = Path(out)
-    data, cells = out / "data" / "bbbc021", out / "data" / "bbbc021-cells"
     folder = out / "profile"
     figures = folder / "figures"
     # A rerun would resume the last GAN run and reuse its embeddings; the demo's profiles start afresh instead.
     shutil.rmtree(folder, ignore_errors=True)
-    with progress_bar("simulating a BBBC021-layout screen", planned_fields(scale, seed)) as advance:
-        simulate_cellpainting_dataset(data, scale=scale, seed=seed, progress=advance)
-    with progress_bar("cropping cells", len(read_bbbc021(data))) as advance:
-        crop_dataset(data, cells, progress=advance)
+    data = simulate_screen(out / "data" / "bbbc021", scale=scale, seed=seed)
+    cells = crop_cells(data, out / "data" / "bbbc021-cells")
     plot_crop_examples(cells, figures / "cell_crops.png", per_moa=6, seed=seed)
 
     settings = load_config(config, GanConfig, seed=seed, **overrides)
-    with progress_bar(f"training {settings.model}", settings.total_steps(len(CellStore(cells)))) as advance:
-        run = train(cells, settings, folder / "gan", progress=advance)
+    run = train_gan(cells, settings, folder / "gan")
     profiles = {
         settings.model: (run, None),
         "classical": (None, "classical"),
         "random D (control)": (None, f"random:{config}"),
     }
-    folders = []
-    for name, (gan_run, features) in profiles.items():
-        target = folder / "profiles" / name.split()[0]
-        with progress_bar(f"embedding cells ({name})", len(CellStore(cells))) as advance:
-            embed(cells, target, run=gan_run, features=features, seed=seed, progress=advance)
-        write_profiles(target)
-        folders.append(target)
+    folders = embed_profiles(cells, folder / "profiles", profiles, seed=seed)
     result = write_evaluation(folders, folder / "evaluation", labels=list(profiles))
     explored = explore_run(run, folder / "explore", profiles=folders[0], seed=seed, pool=128)
     # The report shows what figures/ holds: the crops, the GAN's training, its samples and the MOA maps.
-    for source, name in (
-        (run / "figures" / "loss_curves.png", "gan_loss_curves.png"),
-        (Path(explored["files"]["real_vs_generated"]), "gan_real_vs_generated.png"),
-        (Path(explored["files"]["treatment_map"]), "treatment_map.png"),
-        (result["out"] / "classical" / "confusion_nsc.png", "confusion_classical.png"),
-        (result["out"] / settings.model / "confusion_nsc.png", f"confusion_{settings.model}.png"),
-    ):
-        if source.is_file():
-            figures.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, figures / name)
+    collect_profile_figures(figures, runs={"gan": run}, explored=("gan", explored), evaluation=result["out"],
+                            confusions={"classical": "classical", settings.model: settings.model})
     return [result["out"] / "table1.md", result["out"] / "moa_accuracy.md", figures]
