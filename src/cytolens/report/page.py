@@ -116,11 +116,16 @@ section > table, .fragment table { display: block; overflow-x: auto; max-width: 
 .table-caption { font-size: .92em; color: #444; margin: 1em 0 .2em; }
 th, td { border: 1px solid #ddd; padding: .3em .55em; text-align: right; vertical-align: top; }
 .table-box th, .table-box td { white-space: nowrap; }
-.table-box .text, .summary td, .summary th { white-space: normal; min-width: 14em; text-align: left; }
+.table-box .text { white-space: normal; min-width: 14em; text-align: left; }
 thead th { background: #f4f4f4; text-align: center; }
 tbody th { text-align: left; font-weight: normal; background: #fafafa; }
-.summary td, .summary th { text-align: left; }
+table.summary { width: 100%; }
+.summary td, .summary th { text-align: left; white-space: normal; }
 .summary td.number { text-align: right; white-space: nowrap; }
+/* capability, measure, this run, paper, sentence */
+.summary thead th:nth-child(1) { width: 15%; }
+.summary thead th:nth-child(2) { width: 25%; }
+.summary thead th:nth-child(5) { width: 36%; }
 figure { display: inline-block; vertical-align: top; margin: .5em 1em .8em 0; max-width: 100%; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid #ddd; }
 figure.half { max-width: calc(50% - 1em); }
@@ -150,7 +155,7 @@ def _summary_html(sections: Sequence[ReportSection]) -> str:
             cells += (f"<td>{html.escape(headline.label)}</td><td class=\"number\">{html.escape(headline.ours)}</td>"
                       f"<td class=\"number\">{html.escape(headline.paper or '—')}</td>")
             if first:
-                cells += f"<td{span}>{html.escape(summary.sentence)}</td>"
+                cells += f'<td class="sentence"{span}>{html.escape(summary.sentence)}</td>'
             rows.append(f"<tr>{cells}</tr>")
     if not rows:
         return ""
