@@ -155,3 +155,13 @@ def test_unfinished_evaluation_is_said_not_hidden(tiny_demo: Path, tmp_path: Pat
     assert "segment evaluate" in section.summary.sentence and not section.results
     info = json.loads((run / "run.json").read_text())
     assert section.provenance[0].config == info["config_name"]
+
+
+def test_undefined_per_class_scores_show_as_missing(tiny_demo: Path, tmp_path: Path) -> None:
+    run = tmp_path / "segment"
+    shutil.copytree(tiny_demo / "segment", run)
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    metrics["precision"]["nucleus"] = None  # a class the model never predicted
+    (run / "evaluation" / "metrics.json").write_text(json.dumps(metrics))
+    [section] = collect_sections(run)
+    assert "<td>—</td>" in section.results[1]

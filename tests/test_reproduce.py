@@ -43,13 +43,7 @@ def _files(folder: Path) -> dict[Path, int]:
     return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
 
 
-# The segment report section formats every per-class metric as a number, but precision is None for a class the
-# model never predicted (a tiny model's usual case): its page cannot be written until that is fixed there.
-REPORT_NONE_PRECISION = pytest.mark.xfail(raises=TypeError, strict=True,
-                                          reason="segment/report_section.py _per_class formats a None precision")
-
-
-@pytest.mark.parametrize("paper", ["shpilman2017", pytest.param("midl2019", marks=REPORT_NONE_PRECISION), "cytogan"])
+@pytest.mark.parametrize("paper", ["shpilman2017", "midl2019", "cytogan"])
 def test_quick_scale_runs_end_to_end_and_a_rerun_skips_every_step(
     paper: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -98,9 +98,15 @@ def _table1(table: pd.DataFrame, config: SegmentConfig) -> str:
 
 def _per_class(metrics: dict) -> str:
     classes = metrics.get("classes") or list(metrics.get("dice", {}))
-    rows = [{"class": name, **{measure: f"{metrics[key][name]:.3f}" for key, measure in
-                               (("dice", "dice"), ("iou", "IoU"), ("precision", "precision"),
-                                ("recall", "recall")) if name in metrics.get(key, {})}} for name in classes]
+    def score(key: str, name: str) -> str:
+        # None where the measure is undefined: precision of a class the model never predicted, recall of one
+        # absent from the ground truth.
+        value = _number((metrics.get(key) or {}).get(name))
+        return f"{value:.3f}" if value is not None else MISSING
+
+    measures = (("dice", "dice"), ("iou", "IoU"), ("precision", "precision"), ("recall", "recall"))
+    rows = [{"class": name, **{measure: score(key, name) for key, measure in measures if key in metrics}}
+            for name in classes]
     table = table_html(pd.DataFrame(rows), caption=(
         f"Per class on {metrics.get('images', '?')} evaluated images ({metrics.get('mode', '')}); pixel accuracy "
         f"{metrics.get('pixel_accuracy', float('nan')):.3f}."))
