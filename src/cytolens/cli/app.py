@@ -320,7 +320,7 @@ def reproduce(
     data: Annotated[
         Path | None, typer.Option("--data", help="The paper's real dataset in its real layout (skips simulation).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Simulation and training seed.")] = 0,
+    seed: RandomSeedOption = 0,
 ) -> None:
     """Run a paper's whole protocol: simulate (or read --data), train every model it compares, evaluate, report.
 

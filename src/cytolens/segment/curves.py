@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import pandas as pd  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
 
-from cytolens.core.atomic import atomic_path  # noqa: E402
-from cytolens.core.errors import LayoutError  # noqa: E402
-from cytolens.report.figures import new_figure, save_figure  # noqa: E402
+from cytolens.core.atomic import atomic_path
+from cytolens.core.errors import LayoutError
+from cytolens.report.figures import new_figure, save_figure
 
 
 def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
@@ -53,26 +54,21 @@ def training_curves(runs: Mapping[str, str | Path]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def plot_training_curves(curves: pd.DataFrame, out_path: str | Path, *, title: str | None = None) -> Path:
-    """Draw training loss and validation mean dice against patches seen, one colour per run (fold 0 solid).
+def draw_training_curves(curves: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Training loss and validation mean dice against patches seen, one colour per run (fold 0 solid, others dotted).
 
     Parameters
     ----------
     curves : pandas.DataFrame
         The table of :func:`training_curves`.
-    out_path : str or Path
-        PNG file to write (atomically); the table is written beside it as CSV.
     title : str, optional
         Figure title.
 
     Returns
     -------
-    Path
-        The PNG written.
+    matplotlib.figure.Figure
+        Drawn outside pyplot, so the caller saves or embeds it.
     """
-    out_path = Path(out_path)
-    with atomic_path(out_path.with_suffix(".csv")) as tmp:
-        curves.to_csv(tmp, index=False)
     fig, (loss_ax, dice_ax) = new_figure(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for i, (label, rows) in enumerate(curves.groupby("run", sort=False)):
         for fold, fold_rows in rows.groupby("fold"):
@@ -90,5 +86,28 @@ def plot_training_curves(curves: pd.DataFrame, out_path: str | Path, *, title: s
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    save_figure(fig, out_path, dpi=120)
+    return fig
+
+
+def plot_training_curves(curves: pd.DataFrame, out_path: str | Path, *, title: str | None = None) -> Path:
+    """Write :func:`draw_training_curves` as a PNG (atomically) and the table beside it as CSV.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        The table of :func:`training_curves`.
+    out_path : str or Path
+        PNG file to write; the table goes to the same name with ``.csv``.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+    """
+    out_path = Path(out_path)
+    with atomic_path(out_path.with_suffix(".csv")) as tmp:
+        curves.to_csv(tmp, index=False)
+    save_figure(draw_training_curves(curves, title=title), out_path, dpi=120)
     return out_path

@@ -138,26 +138,14 @@ def _examples(manifest: pd.DataFrame, classes: list[str]) -> list[ReportFigure]:
                          "and the label map thresholded from the DAPI and whole-cell-stain fluorescence, the target.")]
 
 
-def _curves(folder: Path, config: SegmentConfig) -> list[ReportFigure]:
-    histories = sorted(folder.glob("folds/fold*/history.csv"))
-    if not histories:
+def _curves(folder: Path) -> list[ReportFigure]:
+    from cytolens.segment.curves import draw_training_curves, training_curves
+
+    if not any(folder.glob("folds/fold*/history.csv")):
         return []
-    fig, (loss_ax, dice_ax) = new_figure(1, 2, figsize=(10, 3.4), constrained_layout=True)
-    for path in histories:
-        history = pd.read_csv(path)
-        patches = history["epoch"] * config.patches_per_epoch
-        loss_ax.plot(patches, history["train_loss"], label=path.parent.name)
-        validated = history.dropna(subset=["val_mean_dice"])
-        dice_ax.plot(validated["epoch"] * config.patches_per_epoch, validated["val_mean_dice"], marker="o",
-                     label=path.parent.name)
-    loss_ax.set_ylabel("training cross-entropy")
-    dice_ax.set_ylabel("validation mean dice")
-    for ax in (loss_ax, dice_ax):
-        ax.set_xlabel("training patches seen")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    fig = draw_training_curves(training_curves({folder.name: folder}))
     return [ReportFigure(figure_png(fig, dpi=90), "Training: the loss on training patches and the mean dice on the "
-                         "validation fields, per fold, against the number of patches seen.")]
+                         "validation fields against the number of patches seen (fold 0 solid, other folds dotted).")]
 
 
 def _prediction_model(path: Path) -> str:
@@ -224,7 +212,7 @@ def report_section(record: RunRecord[SegmentConfig]) -> ReportSection:
     section.figures = [ReportFigure(path, f"Field {path.name.removesuffix('_overlay.png')}: the predicted classes "
                                     f"drawn over its bright-field image, predicted by the {model}.")
                        for path in overlays]
-    section.figures += _curves(folder, config)
+    section.figures += _curves(folder)
     section.provenance.append(run_provenance(record, time_per_step=_time_per_step(folder, config, folds),
                                              extra={"data": str(data)}))
     return section
