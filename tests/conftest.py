@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +79,21 @@ def png8(tmp_path: Path) -> Callable[[Path], Path]:
         return write_png(path, np.full((16, 16), 7, np.uint8))
 
     return make
+
+
+#: Debian's chromium, driven by Playwright; never a downloaded browser.
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """A headless Debian chromium through Playwright; the test skips (saying why) without either."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield instance
+        finally:
+            instance.close()

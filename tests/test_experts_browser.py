@@ -16,18 +16,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import CHROMIUM
+
 from cytolens.experts.store import ExpertStore
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Skipped as a whole before its fixtures build anything; the browser itself is conftest's `browser` fixture.
 if not CHROMIUM.is_file():
     pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
 
 # How each expert answers, by the true class of the image shown (looked up in the database by the test, never
 # visible to the browser). Hand-computed on 2 images per class:
@@ -80,15 +81,6 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
 
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.fixture

@@ -6,18 +6,18 @@ Never a downloaded browser: without /usr/bin/chromium these tests skip.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM
 from report_runs import tiny_demo  # noqa: F401 (a fixture)
 
 from cytolens.run_report import write_run_report
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Skipped as a whole before its fixtures build anything; the browser itself is conftest's `browser` fixture.
 if not CHROMIUM.is_file():
     pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
 
 WIDTH = 1280
 
@@ -30,15 +30,6 @@ TOO_WIDE = """(width) => [...document.querySelectorAll('body *')].filter((elemen
     return element.getBoundingClientRect().right > width + 0.5;
 }).map((element) => element.tagName.toLowerCase() + (element.className ? '.' + element.className : ''))"""
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 @pytest.mark.parametrize("part", ["classify", "segment", "profile", "demo"])

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from report_runs import tiny_demo  # noqa: F401 (a fixture)
 
-from cytolens.cli.app import main
 from cytolens.core.errors import CytolensError
 from cytolens.report.page import Headline, ReportFigure, ReportSection, Summary, render_page
 from cytolens.report.tables import format_interval, table_html
@@ -133,17 +132,13 @@ def test_each_capability_reports_its_own_folder_only(tiny_demo: Path, tmp_path: 
     assert [s.key for s in collect_sections(run)] == ["segment"]
 
 
-def test_report_command_writes_the_page_and_names_a_bad_folder(tiny_demo: Path, tmp_path: Path, capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["report", str(tiny_demo / "classify"), "--out", str(tmp_path / "page.html")])
-    assert info.value.code == 0
+def test_report_command_writes_the_page_and_names_a_bad_folder(tiny_demo: Path, tmp_path: Path, cli) -> None:
+    result = cli("report", tiny_demo / "classify", "--out", tmp_path / "page.html")
     assert (tmp_path / "page.html").read_text().startswith("<!DOCTYPE html>")
-    assert "(classify)" in capsys.readouterr().err
+    assert "(classify)" in result.err
     for folder, problem in ((tmp_path / "missing", "no such folder"), (tmp_path, "nothing to report")):
-        with pytest.raises(SystemExit) as info:
-            main(["report", str(folder)])
-        err = capsys.readouterr().err
-        assert info.value.code == 2 and len(err.strip().splitlines()) == 1 and str(folder) in err and problem in err
+        error = cli("report", folder, code=2).error
+        assert str(folder) in error and problem in error
     with pytest.raises(CytolensError, match="nothing to report"):
         write_run_report(tiny_demo / "data")
 

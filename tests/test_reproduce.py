@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from cytolens.cli.app import main
 from cytolens.reproduce import reproduce
 
 # Tiny data and runs: the steps and files of the quick scale, in seconds instead of minutes.
@@ -90,37 +89,25 @@ def test_real_data_replaces_the_simulation_and_a_deleted_output_reruns_its_step(
         reproduce("shpilman2017", out=out, data=data, seed=1, overrides=smallest)
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    return int(info.value.code or 0), capsys.readouterr().err
-
-
-def test_cli_bad_paper_name_is_one_line_with_a_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = _cli(["reproduce", "midl2018", "--out", str(tmp_path / "run")], capsys)
-    assert code == 2
-    assert err.strip().count("\n") == 0 and "Did you mean 'midl2019'?" in err
+def test_cli_bad_paper_name_is_one_line_with_a_suggestion(tmp_path: Path, cli) -> None:
+    result = cli("reproduce", "midl2018", "--out", tmp_path / "run", code=2)
+    assert "Did you mean 'midl2019'?" in result.error
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("paper", ["shpilman2017", "midl2019", "cytogan"])
-def test_cli_data_without_the_papers_layout_is_one_line_naming_the_folder(
-    paper: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_data_without_the_papers_layout_is_one_line_naming_the_folder(paper: str, tmp_path: Path, cli) -> None:
     data = tmp_path / "not-a-dataset"
     (data / "misc").mkdir(parents=True)
-    code, err = _cli(["reproduce", paper, "--data", str(data), "--out", str(tmp_path / "run")], capsys)
-    assert code == 2
-    assert err.strip().count("\n") == 0 and str(data) in err and f"not a {paper} dataset" in err
+    result = cli("reproduce", paper, "--data", data, "--out", tmp_path / "run", code=2)
+    assert str(data) in result.error and f"not a {paper} dataset" in result.error
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_out_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_out_must_be_a_folder(tmp_path: Path, cli) -> None:
     (tmp_path / "file").write_text("x")
-    code, err = _cli(["reproduce", "cytogan", "--out", str(tmp_path / "file")], capsys)
-    assert code == 2 and "must be a folder" in err and err.strip().count("\n") == 0
+    assert "must be a folder" in cli("reproduce", "cytogan", "--out", tmp_path / "file", code=2).error
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("keep me")
-    code, err = _cli(["reproduce", "cytogan", "--out", str(tmp_path / "other")], capsys)
-    assert code == 2 and "not a reproduce run folder" in err
+    assert "not a reproduce run folder" in cli("reproduce", "cytogan", "--out", tmp_path / "other", code=2).error
     assert (tmp_path / "other" / "notes.txt").read_text() == "keep me"

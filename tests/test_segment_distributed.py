@@ -20,7 +20,7 @@ from cytolens.core.config import load_config
 from cytolens.engine import EngineOptions
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.training import SegmentTask, run_training
-from test_segment_protocol import make_pairs, run_cli, write_config
+from test_segment_protocol import make_pairs, write_config
 
 #: 1 epoch of 8 patches in batches of 4 trains the tiny U-Net only a little: 2 ranks (BatchNorm statistics over
 #: 2 patches each instead of 4) may end a few hundredths of mean dice away from 1 process, not further.
@@ -36,14 +36,13 @@ def _done(run: Path, fold: int = 0) -> dict:
     return json.loads((run / "folds" / f"fold{fold}" / "done.json").read_text())
 
 
-def test_two_processes_train_like_one(data: Path, tmp_path: Path, capsys) -> None:
+def test_two_processes_train_like_one(data: Path, tmp_path: Path, cli) -> None:
     config = write_config(tmp_path / "c.yaml", train_folds=[0])
     runs = {}
     for devices in (1, 2):
         runs[devices] = tmp_path / f"run{devices}"
-        code, _, err = run_cli(["segment", "train", str(data), "--config", str(config), "--out", str(runs[devices]),
-                                "--devices", str(devices), "--precision", "32-true"], capsys)
-        assert code == 0, err
+        cli("segment", "train", data, "--config", config, "--out", runs[devices], "--devices", devices,
+            "--precision", "32-true")
     info = json.loads((runs[2] / "run.json").read_text())
     assert info["world_size"] == 2 and info["precision"] == "32-true"
     one, two = _done(runs[1]), _done(runs[2])
@@ -54,7 +53,7 @@ def test_two_processes_train_like_one(data: Path, tmp_path: Path, capsys) -> Non
     assert (runs[2] / "done.json").is_file() and not (runs[2] / "folds" / "fold0" / "resume.pt").exists()
 
 
-def test_two_ranks_predict_the_files_of_one(data: Path, tmp_path: Path, capsys) -> None:
+def test_two_ranks_predict_the_files_of_one(data: Path, tmp_path: Path, cli) -> None:
     # Trained long enough (6 epochs of 32 patches) to find cells, so cells.csv has rows to merge.
     config = load_config(write_config(tmp_path / "c.yaml", train_folds=[0], epochs=6, patches_per_epoch=32,
                                       lr=0.01, validate_every=6), SegmentConfig)
@@ -66,9 +65,7 @@ def test_two_ranks_predict_the_files_of_one(data: Path, tmp_path: Path, capsys) 
     outs = {}
     for devices in (1, 2):
         outs[devices] = tmp_path / f"pred{devices}"
-        code, _, err = run_cli(["segment", "predict", str(run), str(images), "--out", str(outs[devices]), "--cells",
-                                "--prob", "--devices", str(devices)], capsys)
-        assert code == 0, err
+        cli("segment", "predict", run, images, "--out", outs[devices], "--cells", "--prob", "--devices", devices)
     names = sorted(p.name for p in outs[1].iterdir())
     assert names == sorted(p.name for p in outs[2].iterdir())  # no rank's scratch file is left behind
     for name in names:
