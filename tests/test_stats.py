@@ -71,6 +71,38 @@ def test_wilson_matches_quadratic_roots(k, n):
     assert proportion_interval(k, n) == pytest.approx(wilson_by_quadratic(k, n), abs=1e-12)
 
 
+def _old_clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    # cytolens 0.3's own formula (beta quantiles), kept here as the reference SciPy's binomtest must equal.
+    from scipy.stats import beta
+
+    alpha = 1 - confidence
+    lower = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    upper = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return lower, upper
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_scipy_intervals_equal_the_old_hand_written_ones(confidence: float) -> None:
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    for n in (1, 2, 7, 20, 60, 300):
+        for k in range(n + 1):
+            assert proportion_interval(k, n, confidence=confidence) == pytest.approx(
+                wilson_by_quadratic(k, n, z), abs=1e-12)
+            assert proportion_interval(k, n, confidence=confidence, method="clopper-pearson") == pytest.approx(
+                _old_clopper_pearson(k, n, confidence), abs=1e-12)
+
+
+def test_mcnemar_equals_the_old_doubled_tail() -> None:
+    from scipy.stats import binom
+
+    for b in range(0, 25):
+        for c in range(0, 25):
+            old = 1.0 if b + c == 0 else min(1.0, 2.0 * float(binom.cdf(min(b, c), b + c, 0.5)))
+            assert mcnemar_exact(*outcomes(b, c)).p_value == pytest.approx(old, abs=1e-12), (b, c)
+
+
 def test_proportion_interval_edges_and_errors():
     assert proportion_interval(0, 10)[0] == 0.0
     assert proportion_interval(10, 10)[1] == 1.0

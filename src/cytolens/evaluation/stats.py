@@ -124,19 +124,13 @@ def proportion_interval(
         raise OptionError(f"`n` must be a positive integer, got {n!r}")
     if int(successes) != successes or not 0 <= successes <= n:
         raise OptionError(f"`successes` must be an integer in 0..{n}, got {successes!r}")
-    alpha = 1.0 - confidence
-    if method == "clopper-pearson":
-        lower = 0.0 if successes == 0 else float(sps.beta.ppf(alpha / 2, successes, n - successes + 1))
-        upper = 1.0 if successes == n else float(sps.beta.ppf(1 - alpha / 2, successes + 1, n - successes))
-        return lower, upper
-    z = float(sps.norm.ppf(1 - alpha / 2))
-    p = successes / n
-    denominator = 1 + z**2 / n
-    centre = (p + z**2 / (2 * n)) / denominator
-    half_width = z / denominator * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2))
-    lower = 0.0 if successes == 0 else max(0.0, centre - half_width)
-    upper = 1.0 if successes == n else min(1.0, centre + half_width)
-    return float(lower), float(upper)
+    # SciPy's binomtest: "exact" is Clopper-Pearson's beta-quantile interval.
+    interval = sps.binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=confidence, method="exact" if method == "clopper-pearson" else "wilson")
+    # The bounds are exactly 0 and 1 at the ends (SciPy's Wilson bound can miss by a rounding error).
+    lower = 0.0 if successes == 0 else max(0.0, float(interval.low))
+    upper = 1.0 if successes == n else min(1.0, float(interval.high))
+    return lower, upper
 
 
 def bootstrap_interval(
@@ -265,9 +259,9 @@ def mcnemar_exact(correct_a: Any, correct_b: Any) -> McNemarResult:
     a, b_ = _correctness(correct_a, "correct_a"), _correctness(correct_b, "correct_b")
     _same_length(a, b_, "correct_a", "correct_b")
     b, c = int(np.sum(a & ~b_)), int(np.sum(~a & b_))
-    smaller = min(b, c)
-    p_value = 1.0 if b + c == 0 else min(1.0, 2.0 * float(sps.binom.cdf(smaller, b + c, 0.5)))
-    return McNemarResult(b=b, c=c, statistic=smaller, p_value=p_value)
+    # Under the null each discordant item goes either way with probability 1/2: a two-sided binomial test.
+    p_value = 1.0 if b + c == 0 else float(sps.binomtest(b, b + c, 0.5).pvalue)
+    return McNemarResult(b=b, c=c, statistic=min(b, c), p_value=p_value)
 
 
 def paired_t_test(correct_a: Any, correct_b: Any) -> TTestResult:
