@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from cytolens.core.errors import ImageReadError, OptionError
 from cytolens.data.io import (
@@ -56,9 +56,28 @@ def test_png_round_trip_8_and_16_bit(tmp_path: Path, shape: tuple[int, ...], dty
     np.testing.assert_array_equal(back, image)
 
 
+def test_pillow_modes_read_as_their_values(tmp_path: Path) -> None:
+    # The modes a user's PNG and JPEG files come in, read through Pillow alone (imageio is no longer used).
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    palette.save(tmp_path / "palette.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "palette.png"), np.asarray(palette.convert("RGB")))
+    bits = rng.random((9, 11)) > 0.5
+    Image.fromarray(bits).save(tmp_path / "bits.png")
+    one_bit = read_image(tmp_path / "bits.png")
+    assert one_bit.dtype == np.uint8 and set(np.unique(one_bit)) <= {0, 1}
+    np.testing.assert_array_equal(one_bit, bits.astype(np.uint8))
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert read_image(tmp_path / "cmyk.jpg").shape == (9, 11, 4)  # the file's four channels, not a conversion
+    gray_alpha = Image.fromarray(rgb[..., 0]).convert("LA")
+    gray_alpha.save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), np.asarray(gray_alpha))
+
+
 def test_jpeg_reads_close_to_written(tmp_path: Path) -> None:
     smooth = np.tile(np.linspace(0, 255, 32, dtype=np.float64), (24, 1)).astype(np.uint8)
-    iio.imwrite(tmp_path / "a.jpg", smooth, quality=95)
+    Image.fromarray(smooth).save(tmp_path / "a.jpg", quality=95)
     back = read_image(tmp_path / "a.jpg")
     assert back.dtype == np.uint8 and back.shape == smooth.shape
     assert np.abs(back.astype(int) - smooth.astype(int)).max() <= 6
@@ -144,7 +163,7 @@ def test_zero_byte_file(tmp_path: Path) -> None:
 def test_truncated_files(tmp_path: Path, name: str) -> None:
     image = _image(np.uint8, (64, 64))
     full = tmp_path / f"full{Path(name).suffix}"
-    iio.imwrite(full, image) if not name.endswith(".tif") else tifffile.imwrite(full, image)
+    Image.fromarray(image).save(full) if not name.endswith(".tif") else tifffile.imwrite(full, image)
     data = full.read_bytes()
     (tmp_path / name).write_bytes(data[: len(data) // 2])
     _assert_error(tmp_path / name, "truncated or corrupt")
@@ -297,7 +316,7 @@ def _png_declaring(path: Path, width: int, height: int) -> Path:
     import struct
     import zlib
 
-    iio.imwrite(path, np.zeros((8, 8), dtype=np.uint8))
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(path, format="PNG")
     data = bytearray(path.read_bytes())
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image
 from torch import nn
 
 from cytolens.core.errors import OptionError
@@ -147,7 +147,7 @@ def test_write_segmentation_files_open_as_plain_arrays(tmp_path: Path) -> None:
     assert stack.shape == (3, 24, 30) and stack.dtype == np.float32
     np.testing.assert_array_equal(stack, probabilities)
 
-    overlay = iio.imread(written["overlay"])
+    overlay = np.asarray(Image.open(written["overlay"]))
     assert overlay.shape == (24, 30, 3) and overlay.dtype == np.uint8
     background = overlay[labels == 0]
     assert np.all(background[:, 0] == background[:, 1]) and np.all(background[:, 1] == background[:, 2])

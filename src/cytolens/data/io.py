@@ -18,7 +18,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import png  # pypng: Pillow reads and writes 16-bit colour PNG as 8-bit
@@ -26,6 +26,9 @@ import tifffile
 
 from cytolens.core.atomic import atomic_path
 from cytolens.core.errors import CytolensError, ImageReadError, OptionError, check_choice, check_utf8_name
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 # tifffile logs each damaged tag it meets before raising; cytolens reports the file in one line of its own, so
 # without a handler here Python's last-resort handler would print those records on stderr too.
@@ -58,7 +61,7 @@ MAX_CHANNELS = 64
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 30
 MAX_IMAGE_PIXELS_ENV = "CYTOLENS_MAX_IMAGE_PIXELS"
 
-# What tifffile, Pillow/imageio and pypng raise for damaged files.
+# What tifffile, Pillow and pypng raise for damaged files.
 # Found by fuzzing (tests/test_io_fuzz.py): a mutated header also makes tifffile divide by zero or fail an assert.
 _DECODER_ERRORS: tuple[type[BaseException], ...] = (
     OSError, ValueError, RuntimeError, LookupError, TypeError, SyntaxError, EOFError, ArithmeticError,
@@ -263,21 +266,29 @@ def _read_tiff(path: Path, *, channel_axis: int | None) -> np.ndarray:
 
 
 def _read_pillow(path: Path, *, channel_axis: int | None) -> np.ndarray:
-    import imageio.v3 as iio
     from PIL import Image
 
-    try:
-        # Only the header is read here; Pillow refuses sizes past its own limit (about 179 megapixels) too.
-        with Image.open(path) as opened:
-            _check_declared_size(path, (opened.height, opened.width, len(opened.getbands())))
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"declares an image too large to decode safely ({exc})", path=path) from exc
     if detect_format(path) == "png" and _png_is_16bit_colour(path):
+        with Image.open(path) as opened:  # the header only, for the size check
+            _check_declared_size(path, (opened.height, opened.width, len(opened.getbands())))
         data = _read_png_16bit_colour(path)
     else:
-        data = np.asarray(iio.imread(path))
+        try:
+            with Image.open(path) as opened:
+                # The header's size is checked before any pixel is decoded; Pillow refuses sizes past its own
+                # limit (about 179 megapixels) too.
+                _check_declared_size(path, (opened.height, opened.width, len(opened.getbands())))
+                data = np.asarray(_pillow_pixels(opened))
+        except Image.DecompressionBombError as exc:
+            raise ImageReadError(f"declares an image too large to decode safely ({exc})", path=path) from exc
     axes = "YX" if data.ndim == 2 else "YXS"
     return _to_channels_last(data, axes, channel_axis=channel_axis, path=path)
+
+
+def _pillow_pixels(image: PILImage) -> PILImage:
+    """The image as numpy should see it: a palette image becomes its palette's colours; every other mode (1-bit,
+    8/16-bit grayscale, RGB(A), CMYK, 32-bit integer and float) keeps its values."""
+    return image.convert(image.palette.mode) if image.mode == "P" and image.palette is not None else image
 
 
 def _png_is_16bit_colour(path: Path) -> bool:
@@ -511,7 +522,7 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     image : (H, W) or (H, W, C) ndarray of uint8 or uint16
         C is 1, 3 (RGB) or 4 (RGBA); 16-bit is written as 16-bit grayscale or RGB(A), never truncated.
     """
-    import imageio.v3 as iio
+    from PIL import Image
 
     path = Path(path)
     image = np.asarray(image)
@@ -527,7 +538,8 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
             with tmp.open("wb") as handle:
                 writer.write(handle, image.reshape(image.shape[0], -1))
         else:
-            iio.imwrite(tmp, image, extension=".png")
+            # Pillow keeps uint8 and 16-bit grayscale as they are (mode L, RGB, RGBA or I;16).
+            Image.fromarray(image).save(tmp, format="PNG")
     return path
 
 
