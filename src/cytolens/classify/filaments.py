@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 
 from cytolens.core.errors import OptionError
 from cytolens.core.validation import check_number
@@ -59,18 +60,6 @@ def _check_mask(mask: ArrayLike | None, image: NDArray[np.float64]) -> NDArray[n
     return m
 
 
-def _otsu(values: NDArray[np.float64]) -> float:
-    hist, edges = np.histogram(values, bins=256)
-    centers = 0.5 * (edges[1:] + edges[:-1])
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(centers[int(np.argmax(between[:-1]))])
-
-
 def cell_mask(image: ArrayLike, *, sigma: float = 2.0) -> NDArray[np.bool_]:
     """Foreground (cell) mask: Otsu threshold of the smoothed log-intensity, largest object, holes filled.
 
@@ -95,7 +84,7 @@ def cell_mask(image: ArrayLike, *, sigma: float = 2.0) -> NDArray[np.bool_]:
     # The log compresses the bright centrosome so that the dim periphery is still counted as cell; working on
     # the range-normalised image keeps the mask independent of exposure and offset.
     smooth = np.log((smooth - smooth.min()) / span + 0.02)
-    mask = smooth > _otsu(smooth.ravel())
+    mask = smooth > threshold_otsu(smooth, nbins=256)
     labels, n = ndi.label(mask)
     if n > 1:
         sizes = np.bincount(labels.ravel())
