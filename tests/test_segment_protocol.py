@@ -154,6 +154,38 @@ def test_predict_writes_labels_overlays_and_cells(trained, tmp_path: Path, cli) 
     assert json.loads((out / "prediction.json").read_text())["model"].startswith("ensemble of folds 0, 1")
 
 
+def test_pixel_sizes_come_from_the_files_into_cells_csv(trained, tmp_path: Path, cli) -> None:
+    data, _ = trained
+    # Trained long enough (6 epochs of 32 patches) to find cells, so cells.csv has rows to check.
+    config = load_config(write_config(tmp_path / "c.yaml", train_folds=[0], epochs=6, patches_per_epoch=32,
+                                      lr=0.01, validate_every=6), SegmentConfig)
+    run = run_training(data, config, tmp_path / "run")
+    images = tmp_path / "calibrated"
+    images.mkdir()
+    pixels = tifffile.imread(data / "images" / "field_00.tif")
+    tifffile.imwrite(images / "ome.ome.tif", pixels, ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": 500, "PhysicalSizeY": 500,
+                               "PhysicalSizeXUnit": "nm", "PhysicalSizeYUnit": "nm"})
+    tifffile.imwrite(images / "imagej.tif", pixels, imagej=True, resolution=(4.0, 4.0), metadata={"unit": "micron"})
+    tifffile.imwrite(images / "plain.tif", pixels)
+    out = tmp_path / "pred"
+    cli("segment", "predict", run, images, "--out", out, "--cells")
+    table = pd.read_csv(out / "images.csv", keep_default_na=False).set_index("stem")
+    assert table.loc["ome", "pixel_size_from"] == "OME-XML" and float(table.loc["ome", "pixel_size_um"]) == 0.5
+    assert table.loc["imagej", "pixel_size_from"] == "ImageJ" and float(table.loc["imagej", "pixel_size_um"]) == 0.25
+    assert table.loc["plain", "pixel_size_from"] == "" and table.loc["plain", "pixel_size_um"] == ""
+    cells = pd.read_csv(out / "cells.csv")
+    for image, area in (("ome", 0.25), ("imagej", 0.0625)):
+        rows = cells[cells["Metadata_image"] == image]
+        assert len(rows) > 0
+        np.testing.assert_allclose(rows["Cells_AreaShape_Area_um2"], rows["Cells_AreaShape_Area"] * area)
+    assert cells.loc[cells["Metadata_image"] == "plain", "Cells_AreaShape_Area_um2"].isna().all()
+    # --pixel-size overrides every file's own calibration.
+    cli("segment", "predict", run, images, "--out", tmp_path / "override", "--cells", "--pixel-size", "2")
+    table = pd.read_csv(tmp_path / "override" / "images.csv").set_index("stem")
+    assert set(table["pixel_size_from"]) == {"--pixel-size"} and set(table["pixel_size_um"]) == {2.0}
+
+
 def test_predict_model_is_now_final_model_and_the_old_spelling_warns(trained, tmp_path: Path, cli) -> None:
     data, run = trained
     # The old spelling's value reaches --final-model, whose check names it.

@@ -97,7 +97,9 @@ def predict(
         typer.Option("--final-model", help="ensemble (of the fold models) or best_fold; default: the run's config."),
     ] = None,
     pixel_size: Annotated[
-        float | None, typer.Option("--pixel-size", min=0.0, help="Pixel size in µm, for µm² areas in cells.csv.")
+        float | None,
+        typer.Option("--pixel-size", min=0.0, help="Pixel size in µm for µm² areas in cells.csv (default: read from "
+                                                   "each file's OME or ImageJ metadata; this overrides it)."),
     ] = None,
     devices: DevicesOption = 1,
     num_nodes: NumNodesOption = 1,

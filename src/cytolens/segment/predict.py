@@ -271,7 +271,10 @@ def predict_images(
     which : {"ensemble", "best_fold"}, optional
         The final model; default the run config's ``final_model``.
     pixel_size_um : float, optional
-        Adds µm² areas to ``cells.csv``.
+        Pixel side in µm for the µm² areas of ``cells.csv``, overriding each file's own calibration; by default
+        it is read from the file (OME-XML ``PhysicalSizeX/Y`` or ImageJ's resolution and unit,
+        :func:`~cytolens.data.pixel_size.read_pixel_size`), and an image without one gets areas in pixels only.
+        ``images.csv`` records the size used and where it came from.
     progress : callable, optional
         Called with 1 per image (single process only: a callback does not cross to spawned processes).
     options : EngineOptions, optional
@@ -409,6 +412,7 @@ def _predict_one(runtime: Runtime, model: nn.Module, loaded: SegmentRun, path: P
     ImageReadError
         If the image cannot be read or has the wrong number of channels.
     """
+    from cytolens.data.pixel_size import read_pixel_size
     from cytolens.segment.cells import cell_table, split_cells
 
     config = loaded.config
@@ -440,6 +444,13 @@ def _predict_one(runtime: Runtime, model: nn.Module, loaded: SegmentRun, path: P
     row.update({f"fraction_{n}": float(counts[k] / (height * width)) for k, n in enumerate(config.classes)})
     if whole_labels is None or lookup is None:
         return row, None
+    # --pixel-size overrides; otherwise the file's own calibration (OME-XML or ImageJ), if it has one.
+    found = None if pixel_size_um is not None else read_pixel_size(path)
+    if found is not None:
+        pixel_size_um = found.side_um
+    row["pixel_size_um"] = pixel_size_um
+    row["pixel_size_from"] = "--pixel-size" if found is None and pixel_size_um is not None else (
+        found.source if found is not None else "")
     three = lookup[whole_labels]
     instances = split_cells(three)
     top = int(instances.max(initial=0))
