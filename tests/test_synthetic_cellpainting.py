@@ -17,8 +17,9 @@ from cytolens.core.errors import OptionError
 from cytolens.synthetic.cellpainting.simulate import simulate_cellpainting_dataset
 from cytolens.synthetic.cellpainting.cells import render_field
 from cytolens.synthetic.cellpainting.phenotypes import CompoundResponse, draw_compound_response
+from cytolens.data.bbbc021 import MOAS
 from cytolens.synthetic.cellpainting.plan import (
-    COMPOUNDS, DMSO_WELLS, MOAS, SCALES, WELLS, assign_weeks, moa_table, plan_experiment, planned_fields,
+    COMPOUNDS, DMSO_WELLS, SCALES, WELLS, assign_weeks, moa_table, plan_experiment, planned_fields,
 )
 
 FILE_NAME = re.compile(r"^(Week\d+)_\d{6}_([B-G]\d{2})_s(\d+)_w([124])[0-9A-F]{8}(-[0-9A-F]{4}){3}-[0-9A-F]{12}\.tif$")

@@ -26,7 +26,7 @@ Grad-CAM explains by default, and :func:`model_recipe` gives the training settin
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from cytolens.core.errors import check_choice
-from cytolens.data.bbbc021 import MOAS
 
 CONTROL = "DMSO"
 POSITIVE_CONTROL = "taxol"
