@@ -243,3 +243,14 @@ def test_a_convolutions_training_flops_are_three_forward_passes(conv: torch.nn.M
         conv(x).sum().backward()
     # Forward, input gradient and weight gradient: the same multiply-adds each.
     assert step.get_total_flops() == 3 * forward.get_total_flops()
+
+
+def test_matmul_peak_keeps_emulated_bf16_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cytolens.bench import machine
+
+    monkeypatch.setattr(machine, "cpu_has_native_bf16", lambda: False)
+    emulated = machine.matmul_peak(size=1024, repeats=1)
+    assert (emulated["size"], emulated["bf16_size"]) == (1024, 512)
+    assert emulated["fp32_gflops"] > 0 and emulated["bf16_gflops"] > 0
+    monkeypatch.setattr(machine, "cpu_has_native_bf16", lambda: True)
+    assert machine.matmul_peak(size=64, repeats=1)["bf16_size"] == 64
