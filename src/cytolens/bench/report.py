@@ -46,7 +46,9 @@ def markdown_report(result: dict[str, Any]) -> str:
              f"{_num((machine.get('load_average') or [None])[0])}, after "
              f"{_num((machine.get('load_average_after') or [None])[0])}.", "",
              f"Matrix-multiply peak ({peak['size']}×{peak['size']}, median of {peak['repeats']}): "
-             f"**{_num(peak['fp32_gflops'], 4)} GFLOP/s fp32**, **{_num(peak['bf16_gflops'], 4)} GFLOP/s bf16**.", ""]
+             f"**{_num(peak['fp32_gflops'], 4)} GFLOP/s fp32**, **{_num(peak['bf16_gflops'], 4)} GFLOP/s bf16**"
+             + (f" (bf16 emulated, timed at {peak['bf16_size']}×{peak['bf16_size']})"
+                if peak.get("bf16_size", peak["size"]) != peak["size"] else "") + ".", ""]
     if result["quick"]:
         lines += ["*Quick mode: tiny inputs and widths, a couple of steps, everything in one process — these "
                   "figures only show that the bench works.*", ""]
