@@ -17,7 +17,7 @@ from playwright.sync_api import sync_playwright
 from cytolens.experts.app import LOOPBACK_HOSTS, create_app
 from cytolens.experts.cli import load_test_set
 from cytolens.experts.store import ExpertStore
-from cytolens.experts.tasks import parse_task
+from cytolens.data.tasks import parse_task
 from cytolens.synthetic.microtubules.simulate import simulate_microtubule_dataset
 
 OUT = Path(__file__).parent / "images" / "experts_page.png"
@@ -34,7 +34,7 @@ def main() -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        app = create_app(store, parse_task("3class", classes), allowed_hosts=LOOPBACK_HOSTS)
+        app = create_app(store, parse_task("all", classes), allowed_hosts=LOOPBACK_HOSTS)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
