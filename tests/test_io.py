@@ -175,8 +175,8 @@ def test_corrupt_file_with_image_suffix(tmp_path: Path) -> None:
 
 
 def test_unknown_format(tmp_path: Path) -> None:
-    (tmp_path / "cells.czi").write_bytes(b"ZISRAWFILE" + bytes(100))
-    _assert_error(tmp_path / "cells.czi", "unknown image format")
+    (tmp_path / "cells.ims").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # Imaris: HDF5, not read
+    _assert_error(tmp_path / "cells.ims", "unknown image format")
 
 
 def test_unexpected_dimensionality(tmp_path: Path) -> None:

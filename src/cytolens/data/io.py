@@ -26,6 +26,7 @@ import tifffile
 
 from cytolens.core.atomic import atomic_path
 from cytolens.core.errors import CytolensError, ImageReadError, OptionError, check_choice, check_utf8_name
+from cytolens.data.vendor import VENDOR_FORMATS, VENDOR_SUFFIXES, read_vendor_image, vendor_channel_names
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -37,7 +38,8 @@ logging.getLogger("tifffile").addHandler(logging.NullHandler())
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
 JPEG_SUFFIXES = (".jpg", ".jpeg")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES
+# ND2, CZI and LIF are read through bioio, the optional `formats` extra (cytolens.data.vendor).
+IMAGE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES + JPEG_SUFFIXES + VENDOR_SUFFIXES
 
 # Magic numbers identify the real format even when a file's suffix lies.
 _MAGIC = {
@@ -81,7 +83,7 @@ class ImageInfo:
     path : Path
         The file.
     format : str
-        ``"tiff"``, ``"ome-tiff"``, ``"png"`` or ``"jpeg"``.
+        ``"tiff"``, ``"ome-tiff"``, ``"png"``, ``"jpeg"``, or a vendor format: ``"nd2"``, ``"czi"``, ``"lif"``.
     shape : tuple of int
         Shape of the array :func:`read_image` returns, ``(H, W)`` or ``(H, W, C)``.
     dtype : numpy.dtype
@@ -106,7 +108,8 @@ class ImageInfo:
 
 
 def detect_format(path: str | Path) -> str:
-    """Return the image format of ``path`` from its first bytes: ``"tiff"``, ``"png"`` or ``"jpeg"``.
+    """Return the image format of ``path`` from its first bytes: ``"tiff"``, ``"png"`` or ``"jpeg"``; or, by its
+    suffix, a vendor format read through bioio: ``"nd2"``, ``"czi"`` or ``"lif"``.
 
     Raises
     ------
@@ -121,6 +124,8 @@ def detect_format(path: str | Path) -> str:
     size = path.stat().st_size
     if size == 0:
         raise ImageReadError("file is empty (0 bytes)", path=path)
+    if path.suffix.lower() in VENDOR_FORMATS:  # none is TIFF-based; bioio's plugin checks the file itself
+        return VENDOR_FORMATS[path.suffix.lower()][0]
     with path.open("rb") as handle:
         head = handle.read(8)
     for magic, fmt in _MAGIC.items():
@@ -133,7 +138,8 @@ def detect_format(path: str | Path) -> str:
             path=path,
         )
     raise ImageReadError(
-        f"unknown image format {path.suffix or '(no suffix)'!r}; cytolens reads TIFF/OME-TIFF, PNG and JPEG",
+        f"unknown image format {path.suffix or '(no suffix)'!r}; cytolens reads TIFF/OME-TIFF, PNG and JPEG, and "
+        "ND2, CZI and LIF with the `formats` extra",
         path=path,
     )
 
@@ -183,11 +189,12 @@ def read_image(
     Parameters
     ----------
     path : str or Path
-        A TIFF (single or multi-page, OME-TIFF), PNG (8 or 16-bit) or JPEG file.
+        A TIFF (single or multi-page, OME-TIFF), PNG (8 or 16-bit) or JPEG file; with the `formats` extra, the
+        first scene of an ND2, CZI or LIF file (:mod:`cytolens.data.vendor`).
     channel_axis : int, optional
         Which axis of the stored array holds the channels, for files whose metadata does not say. By default
         the file's own axes are used (OME/ImageJ ``C``, RGB samples ``S``), and a plain multi-page TIFF is read
-        as one channel per page.
+        as one channel per page. Vendor files always declare their axes; it is not used for them.
     grayscale : bool, default False
         Return a single-channel ``(H, W)`` image: channels that are identical copies (a grayscale image saved
         as RGB) collapse to one; different channels are averaged (same dtype, rounded).
@@ -208,6 +215,8 @@ def read_image(
     try:
         if fmt == "tiff":
             image = _read_tiff(path, channel_axis=channel_axis)
+        elif fmt in ("nd2", "czi", "lif"):
+            image = read_vendor_image(path)
         else:
             image = _read_pillow(path, channel_axis=channel_axis)
     except (ImageReadError, OptionError):  # ours, already phrased for the user (OptionError is a ValueError)
@@ -245,6 +254,8 @@ def read_image_info(path: str | Path, *, channel_axis: int | None = None) -> Ima
             if tif.is_ome:
                 fmt = "ome-tiff"
                 names = _ome_channel_names(tif.ome_metadata)
+    elif fmt in ("nd2", "czi", "lif"):
+        names = vendor_channel_names(path)
     return ImageInfo(path, fmt, image.shape, image.dtype, bits_in_use(image), names)
 
 

@@ -1,5 +1,5 @@
-"""Physical pixel sizes from the image files themselves: OME-TIFF's ``PhysicalSizeX/Y`` and ImageJ TIFF's
-resolution with its unit.
+"""Physical pixel sizes from the image files themselves: OME-TIFF's ``PhysicalSizeX/Y``, ImageJ TIFF's
+resolution with its unit, and a vendor file's (ND2, CZI, LIF) calibration through bioio.
 
 A microscope's acquisition software writes the calibration into the file; reading it there means a cell table in
 µm² needs no number typed by hand (``--pixel-size`` then only overrides). PNG and JPEG carry no microscope
@@ -16,6 +16,7 @@ from pathlib import Path
 import tifffile
 
 from cytolens.core.errors import ImageReadError
+from cytolens.data.vendor import VENDOR_FORMATS, vendor_pixel_size
 
 __all__ = ["PixelSize", "read_pixel_size"]
 
@@ -36,7 +37,7 @@ class PixelSize:
     y_um, x_um : float
         Height and width of a pixel in micrometres.
     source : str
-        Where it was read: ``"OME-XML"`` or ``"ImageJ"``.
+        Where it was read: ``"OME-XML"``, ``"ImageJ"``, or the vendor format (``"ND2"``, ``"CZI"``, ``"LIF"``).
     """
 
     y_um: float
@@ -88,12 +89,14 @@ def _from_imagej(tif: tifffile.TiffFile) -> PixelSize | None:
 
 
 def read_pixel_size(path: str | Path) -> PixelSize | None:
-    """The physical pixel size a TIFF records (OME-XML first, then ImageJ's calibration), or None.
+    """The physical pixel size a file records (OME-XML first, then ImageJ's calibration; a vendor file's own), or
+    None.
 
     Parameters
     ----------
     path : str or Path
-        An image file; only TIFF (and OME-TIFF) files are looked into.
+        An image file; TIFF (and OME-TIFF) files and, with the `formats` extra, ND2, CZI and LIF files are
+        looked into.
 
     Returns
     -------
@@ -103,9 +106,13 @@ def read_pixel_size(path: str | Path) -> PixelSize | None:
     Raises
     ------
     ImageReadError
-        If the TIFF cannot be opened or its OME-XML is not XML.
+        If the TIFF cannot be opened or its OME-XML is not XML; a vendor file without the `formats` extra.
     """
     path = Path(path)
+    if path.suffix.lower() in VENDOR_FORMATS:
+        found_vendor = vendor_pixel_size(path)
+        label = VENDOR_FORMATS[path.suffix.lower()][0].upper()
+        return None if found_vendor is None else PixelSize(found_vendor[0], found_vendor[1], label)
     if path.suffix.lower() not in (".tif", ".tiff"):
         return None
     try:
