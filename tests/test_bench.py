@@ -144,6 +144,7 @@ def test_full_plan_runs_every_model_in_a_child_and_derives_fractions_and_ratios(
     monkeypatch.setattr(runner, "run_command", fake_child)
     monkeypatch.setattr(machine, "matmul_peak", lambda *a, **k: {"size": 8, "repeats": 1, "threads": 1,
                                                                    "fp32_gflops": 100.0, "bf16_gflops": 400.0})
+    monkeypatch.setattr("cytolens.engine.precision.cpu_has_native_bf16", lambda: True)
     json_path, md_path, result = runner.run_bench(tmp_path, only="training", threads=1)
     assert all(a[a.index("--threads") + 1] == "1" and "--json" in a for a in commands)
     rows = result["training"]
@@ -161,6 +162,40 @@ def test_full_plan_runs_every_model_in_a_child_and_derives_fractions_and_ratios(
     assert {r["ratio"] for r in result["ratios"]["bf16_over_fp32"]} == {2.0}
     assert result["inference"] == {} and result["peer"]["status"] == "not measured (--only)"
     assert "failed: RuntimeError: out of memory" in md_path.read_text()
+
+
+def test_a_cpu_without_bf16_trains_the_full_bench_in_fp32_and_says_why(tmp_path: Path, monkeypatch) -> None:
+    import cytolens.bench.machine as machine
+    import cytolens.bench.peer as peer
+    import cytolens.bench.runner as runner
+
+    precisions: list[str] = []
+
+    def fake_child(args: list[str], *, timeout: float | None = None, env: dict | None = None) -> dict:
+        precisions.append(args[args.index("--precision") + 1])
+        row = {"model": args[args.index("train") + 1], "precision": precisions[-1], "samples_per_s": 1.0,
+               "batch_size": int(args[args.index("--batch") + 1]), "seconds_per_step_median": 1.0, "steps": 2,
+               "data_wait_fraction": 0.0, "peak_rss_mb": 1.0}
+        return {"returncode": 0, "stdout": json.dumps(row) + "\n", "stderr": "", "seconds": 1.0, "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(runner, "run_command", fake_child)
+    monkeypatch.setattr(machine, "matmul_peak", lambda *a, **k: {"size": 8, "repeats": 1, "threads": 1,
+                                                                   "fp32_gflops": 180.0, "bf16_gflops": 1.4})
+    monkeypatch.setattr("cytolens.engine.precision.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    _, md_path, result = runner.run_bench(tmp_path, only="training", threads=1)
+    assert set(precisions) == {"32-true"} and result["precisions"] == ["32-true"]
+    assert "1.4 GFLOP/s against 180.0 fp32" in result["precision_note"]
+    assert "Bf16-mixed not measured" in md_path.read_text()
+    # The Keras peer then skips its bf16 side too, and its bf16 figures are None.
+    monkeypatch.setattr(peer, "PEER_WORKLOADS", (("unet", 3),))
+    sides: list[str] = []
+    monkeypatch.setattr(peer, "run_command", lambda args, timeout=None: sides.append(
+        "keras" if "cytolens.bench.keras_peer" in args else args[args.index("--precision") + 1]) or {
+        "returncode": 0, "stdout": json.dumps({"samples_per_s": 2.0}) + "\n", "stderr": "", "seconds": 1.0})
+    (row,) = peer.run_peer(rounds=2, steps=1, threads=1, bf16=False)
+    assert sides == ["32-true", "keras"] * 2
+    assert row["cytolens_bf16_mixed_samples_per_s"] is None and row["cytolens_32_true_over_keras"] == 1.0
 
 
 def test_run_command_reports_the_childs_own_peak_rss() -> None:

@@ -57,7 +57,7 @@ def _cytolens_args(model: str, precision: str, batch: int, steps: int | None, th
 
 
 def run_peer(*, rounds: int = 3, steps: int = 10, threads: int, timeout: float = 1800.0,
-             progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             progress: Callable[[str], None] | None = None, bf16: bool = True) -> list[dict[str, Any]]:
     """Alternate cytolens and Keras in child processes; one row per ``(model, batch)`` with the medians.
 
     Parameters
@@ -72,6 +72,8 @@ def run_peer(*, rounds: int = 3, steps: int = 10, threads: int, timeout: float =
         Seconds one child may take.
     progress : callable, optional
         Called with one line per child.
+    bf16 : bool, default True
+        Also time cytolens at bf16-mixed (False where the CPU emulates bf16; its figures are then None).
 
     Returns
     -------
@@ -87,7 +89,7 @@ def run_peer(*, rounds: int = 3, steps: int = 10, threads: int, timeout: float =
         errors: list[str] = []
         keras_record: dict[str, Any] = {}
         for round_ in range(1, rounds + 1):
-            for side in runs:
+            for side in [side for side in runs if bf16 or side != "cytolens_bf16_mixed"]:
                 if side == "keras":
                     args = [sys.executable, "-m", "cytolens.bench.keras_peer", "train", model, "--batch", str(batch),
                             "--steps", str(steps), "--threads", str(threads), "--json"]

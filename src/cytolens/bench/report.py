@@ -70,6 +70,8 @@ def markdown_report(result: dict[str, Any]) -> str:
         lines += _table(["model", "precision", "batch", "input (C×H×W)", "samples/s", "s/step (median)", "steps",
                          "data wait", "GFLOP/s", "of matmul peak", "peak RSS MB"], rows)
         lines += ["Data wait marked * is the batch fetch timed by the bench (the task does not report it).", ""]
+        if result.get("precision_note"):
+            lines += [result["precision_note"][0].upper() + result["precision_note"][1:] + ".", ""]
     inference = result.get("inference") or {}
     if inference:
         lines += ["## Inference, profiling and simulators", ""]

@@ -25,7 +25,7 @@ from cytolens.bench.report import markdown_report
 from cytolens.core.atomic import write_text_atomic
 from cytolens.core.errors import OptionError
 
-__all__ = ["PRECISIONS", "SECTIONS", "parse_sections", "result_paths", "run_bench"]
+__all__ = ["PRECISIONS", "SECTIONS", "bench_precisions", "parse_sections", "result_paths", "run_bench"]
 
 #: The parts of the bench ``--only`` chooses among (the machine facts and the matmul peak are always measured).
 SECTIONS = ("training", "inference", "peer")
@@ -53,6 +53,36 @@ def parse_sections(only: str | None) -> list[str]:
     return [section for section in SECTIONS if section in chosen]
 
 
+def bench_precisions(quick: bool, peak: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """The precisions the full bench trains at here, and why one is left out.
+
+    bf16-mixed is measured where the hardware multiplies bf16 (a CPU with AVX-512 BF16 or AMX, or a GPU). On a
+    CPU without, torch emulates bf16 at about 1 % of the fp32 rate: each bf16 row would take hours, and
+    ``--precision auto`` trains in fp32 there anyway. ``--quick`` keeps both (its tiny sizes are fast either way).
+
+    Parameters
+    ----------
+    quick : bool
+    peak : dict
+        The run's :func:`~cytolens.bench.machine.matmul_peak`, quoted in the note.
+
+    Returns
+    -------
+    (precisions, note)
+        ``note`` is None when every precision is measured.
+    """
+    import torch
+
+    from cytolens.engine.precision import cpu_has_native_bf16
+
+    if quick or cpu_has_native_bf16() or torch.cuda.is_available():
+        return PRECISIONS, None
+    return ("32-true",), (
+        f"bf16-mixed not measured: this CPU has no bf16 instructions (AVX-512 BF16 or AMX), so bf16 is emulated "
+        f"({peak['bf16_gflops']} GFLOP/s against {peak['fp32_gflops']} fp32) and `--precision auto` trains in "
+        "fp32; `cytolens bench train MODEL --precision bf16-mixed` times one anyway")
+
+
 def result_paths(out: Path, *, quick: bool) -> tuple[Path, Path]:
     """``OUT/<YYYY-MM-DD>-<host>.json`` and ``.md`` (``-quick`` before the suffix in quick mode)."""
     stem = f"{_dt.date.today().isoformat()}-{socket.gethostname().split('.')[0]}" + ("-quick" if quick else "")
@@ -77,7 +107,8 @@ def _train_child(model: str, precision: str, batch: int, threads: int, steps: in
 
 
 def _training(quick: bool, threads: int, steps: int | None, progress: Progress, *,
-              models: list[str] | None = None, baseline: Baseline | None = None) -> list[dict[str, Any]]:
+              precisions: tuple[str, ...] = PRECISIONS, models: list[str] | None = None,
+              baseline: Baseline | None = None) -> list[dict[str, Any]]:
     from cytolens.bench.workloads import TRAINING_MODELS, full_plan, measure_training, quick_models
 
     if quick:
@@ -89,9 +120,9 @@ def _training(quick: bool, threads: int, steps: int | None, progress: Progress, 
     # With a baseline, each of its measurements follows the same one of this revision: the two alternate.
     sides: list[Baseline | None] = [None] + ([baseline] if baseline is not None and not quick else [])
     rows = []
-    total = len(plan) * len(PRECISIONS) * len(sides)
+    total = len(plan) * len(precisions) * len(sides)
     for model, batch in plan:
-        for precision in PRECISIONS:
+        for precision in precisions:
             for side in sides:
                 started = time.perf_counter()
                 if quick:
@@ -270,7 +301,12 @@ def run_bench(out: Path, *, quick: bool = False, only: str | None = None, thread
         f"{result['matmul_peak']['bf16_gflops']} GFLOP/s bf16 ({used} threads)")
     if side is not None:
         result["baseline"] = side.describe()
-    result["training"] = (_training(quick, used, steps, say, models=models, baseline=side)
+    precisions, note = bench_precisions(quick, result["matmul_peak"])
+    result["precisions"] = list(precisions)
+    if note is not None:
+        result["precision_note"] = note
+        say(note)
+    result["training"] = (_training(quick, used, steps, say, precisions=precisions, models=models, baseline=side)
                           if "training" in sections else [])
     _peak_fractions(result["training"], result["matmul_peak"])
     result["inference"] = _inference(quick, say, side) if "inference" in sections else {}
@@ -282,7 +318,8 @@ def run_bench(out: Path, *, quick: bool = False, only: str | None = None, thread
         result["peer"] = {"status": why, "rows": []}
         say(f"peer: {why}")
     else:
-        rows = run_peer(rounds=peer_rounds, steps=steps or 10, threads=used, progress=say)
+        rows = run_peer(rounds=peer_rounds, steps=steps or 10, threads=used, progress=say,
+                        bf16="bf16-mixed" in precisions)
         result["peer"] = {"status": "measured", "rounds": peer_rounds, "threads": used, "rows": rows}
     result["ratios"] = _ratios(result)
     result["machine"]["load_average_after"] = _load()
