@@ -18,9 +18,14 @@ from scipy import stats as sps
 from cytolens.core.errors import OptionError, check_choice
 
 __all__ = [
-    "McNemarResult", "TTestResult", "accuracy", "bootstrap_interval", "confusion_matrix", "mcnemar_exact",
-    "most_confused_pairs", "paired_t_test", "proportion_interval", "welch_t_test",
+    "McNemarResult", "TTestResult", "accuracy", "benjamini_hochberg", "bootstrap_interval", "confusion_matrix",
+    "mcnemar_exact", "most_confused_pairs", "paired_t_test", "permutation_p_value", "proportion_interval",
+    "welch_t_test",
 ]
+
+#: Two statistics closer than this count as equal in :func:`permutation_p_value`: average precisions are ratios of
+#: small integers whose float sums differ in the last bits (1/3 + 2/3 is not exactly 1).
+TIE_TOLERANCE = 1e-9
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -379,3 +384,56 @@ def most_confused_pairs(matrix: Any, class_names: Any, top: int = 3) -> list[tup
     cells = [(i, j) for i in range(len(names)) for j in range(len(names)) if i != j and counts[i, j] > 0]
     cells.sort(key=lambda cell: -counts[cell])  # stable sort keeps row-major order among ties
     return [(names[i], names[j], int(counts[i, j])) for i, j in cells[:top]]
+
+
+# ------------------------------------------------------------------------------------------------ multiple tests
+
+
+def permutation_p_value(observed: float, null: Any) -> float:
+    """One-sided permutation p-value with ties counted: ``(1 + #{null >= observed}) / (1 + n_null)``.
+
+    Null values equal to ``observed`` (within :data:`TIE_TOLERANCE`) count as at least as extreme, as a
+    permutation test requires (Phipson & Smyth 2010); with coarse nulls, such as the average precision of a few
+    positives among a few candidates, ignoring ties makes the p-value far too small.
+
+    Parameters
+    ----------
+    observed : float
+        The statistic of the real labelling (larger = more extreme).
+    null : (n_null,) array-like of float
+        The statistic under random labellings, ``n_null >= 1``.
+
+    Returns
+    -------
+    float
+        In ``[1 / (1 + n_null), 1]``.
+    """
+    values = _vector(null, "null").astype(np.float64)
+    if values.size == 0:
+        raise OptionError("`null` must hold at least one value")
+    if not np.isfinite(observed):
+        raise OptionError(f"`observed` must be finite, got {observed!r}")
+    at_least = int(np.count_nonzero(values >= float(observed) - TIE_TOLERANCE))
+    return (1 + at_least) / (1 + values.size)
+
+
+def benjamini_hochberg(p_values: Any) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values), through :func:`scipy.stats.false_discovery_control`.
+
+    Parameters
+    ----------
+    p_values : (n,) array-like of float
+        p-values in ``[0, 1]``; NaN entries (untested hypotheses) stay NaN and do not count among the tests.
+
+    Returns
+    -------
+    (n,) ndarray of float64
+    """
+    values = _vector(p_values, "p_values").astype(np.float64)
+    out = np.full(values.shape, np.nan)
+    tested = ~np.isnan(values)
+    if np.any((values[tested] < 0) | (values[tested] > 1)):
+        raise OptionError("`p_values` must lie in [0, 1]")
+    if tested.any():
+        out[tested] = sps.false_discovery_control(values[tested], method="bh")
+    return out
