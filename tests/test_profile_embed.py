@@ -54,7 +54,10 @@ def test_pycytominer_aggregate_round_trip(classical: Path) -> None:
     ours = ours[ours["Metadata_Normalization"] == "raw"]
     merged = theirs.merge(ours, on=["Metadata_Plate", "Metadata_Well"], suffixes=("_theirs", "_ours"))
     assert len(merged) == len(theirs) == len(ours) == 12
-    for feature in features:
+    # The classical features were reduced by feature selection before aggregation: the kept ones are compared.
+    kept = [feature for feature in features if feature in ours.columns]
+    assert 0 < len(kept) < len(features)
+    for feature in kept:
         np.testing.assert_allclose(merged[f"{feature}_ours"], merged[f"{feature}_theirs"], rtol=1e-5, atol=1e-6,
                                    err_msg=feature)  # fmt: skip
     # pycytominer's own feature inference finds the CellProfiler-style names.

@@ -25,6 +25,27 @@ NormalizationOption = Annotated[
 WhitenOption = Annotated[
     bool, typer.Option("--whiten/--no-whiten", help="Also write ZCA-whitened aggregations (fit on DMSO cells).")
 ]
+FeatureSelectOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--feature-select/--no-feature-select",
+        help="Drop near-constant, correlated (|r| > 0.9) and blocklisted features with pycytominer before "
+        "aggregating (default: for classical features; needs pip install 'cytolens[eval]').",
+    ),
+]
+
+
+def _report_selection(selection: dict | None) -> None:
+    """One line on what feature selection did (or why it did nothing, when it was wanted)."""
+    from cytolens.core.console import console
+
+    if not selection or selection.get("tool") == "not requested":
+        return
+    if selection["applied"]:
+        console.print(f"feature selection ({selection['tool']}): kept {selection['n_features_after']} of "
+                      f"{selection['n_features_before']} features", markup=False)
+    else:
+        console.print(selection["tool"], markup=False)
 
 
 @app.command("crop")
@@ -186,6 +207,7 @@ def embed(
     ] = None,
     normalization: NormalizationOption = "standard",
     whiten: WhitenOption = False,
+    feature_select: FeatureSelectOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Cells per chunk.")] = 1024,
     seed: RandomSeedOption = 0,
     devices: DevicesOption = 1,
@@ -226,7 +248,8 @@ def embed(
     with progress_bar("embedding cells", len(CellStore(cells))) as advance:
         path = embed_cells(cells, out, run=run, features=features, seed=seed, batch_size=batch_size,
                            progress=advance, options=options)
-    paths = write_profiles(out, normalization=normalization, whiten=whiten)
+    paths = write_profiles(out, normalization=normalization, whiten=whiten, feature_select=feature_select)
+    _report_selection(paths["feature_selection"])
     console.print(f"wrote {path}, {paths['wells']} and {paths['treatments']}", markup=False)
     typer.echo(f"next: cytolens profile evaluate {out}")
 
@@ -236,12 +259,14 @@ def aggregate(
     profiles: Annotated[Path, typer.Argument(help="A profiles folder with single_cells.parquet.")],
     normalization: NormalizationOption = "standard",
     whiten: WhitenOption = False,
+    feature_select: FeatureSelectOption = None,
 ) -> None:
     """Rewrite wells.parquet and treatments.parquet from single_cells.parquet with other settings."""
     from cytolens.core.console import console
     from cytolens.profile.profiles import write_profiles
 
-    paths = write_profiles(profiles, normalization=normalization, whiten=whiten)
+    paths = write_profiles(profiles, normalization=normalization, whiten=whiten, feature_select=feature_select)
+    _report_selection(paths["feature_selection"])
     console.print(f"wrote {paths['wells']} and {paths['treatments']}", markup=False)
 
 

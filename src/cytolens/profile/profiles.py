@@ -18,6 +18,10 @@ Because normalisation and whitening are affine maps, the mean of normalised cell
 normalised mean of the well's raw cells: only the well means, cell counts and the DMSO cells are ever held in
 memory, however many cells ``single_cells.parquet`` has (it is read in row groups).
 
+Classical features (``profile.json`` kind ``classical``) are first reduced with pycytominer's ``feature_select``
+(variance, correlation, blocklist) on the DMSO-normalised well means, and only the kept columns are aggregated
+(:mod:`cytolens.profile.feature_selection`); ``profile.json`` records what was kept and by what.
+
 Files written into the profiles folder (pycytominer's conventions: ``Metadata_`` columns first, then features,
 one row per sample):
 
@@ -37,7 +41,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +51,9 @@ from cytolens.core.atomic import atomic_path, write_text_atomic
 from cytolens.core.errors import CytolensError, check_choice
 from cytolens.profile.dmso_normalisation import NORMALIZATIONS, fit_whitening, plate_dmso_statistics
 
+if TYPE_CHECKING:
+    from cytolens.profile.feature_selection import FeatureSelection
+
 __all__ = [
     "AGGREGATIONS",
     "WellTable",
@@ -55,6 +62,7 @@ __all__ = [
     "feature_columns",
     "normalize_wells",
     "read_well_means",
+    "select_well_features",
     "treatment_key",
     "write_profiles",
 ]
@@ -118,6 +126,12 @@ class WellTable:
         meta["Metadata_Normalization"] = normalization
         data = pd.DataFrame(self.means if values is None else values, columns=self.features, index=meta.index)
         return pd.concat([meta, data], axis=1)
+
+    def subset(self, features: list[str]) -> WellTable:
+        """The same wells with only ``features`` (in that order)."""
+        index = [self.features.index(name) for name in features]
+        return WellTable(metadata=self.metadata, means=self.means[:, index], features=list(features),
+                         dmso_cells={plate: cells[:, index] for plate, cells in self.dmso_cells.items()})
 
 
 def read_well_means(cells: str | Path | pd.DataFrame, *, batch_rows: int = 65536) -> WellTable:
@@ -349,27 +363,54 @@ def _metadata_first(table: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     return table[[c for c in table.columns if str(c).startswith("Metadata_")] + features]
 
 
+def select_well_features(wells: WellTable, *, normalization: str = "standard") -> FeatureSelection:
+    """pycytominer's feature selection on the DMSO-normalised well means (see the module docstring)."""
+    from cytolens.profile.feature_selection import select_features
+
+    normalized = normalize_wells(wells, plate_dmso_statistics(wells.dmso_cells, normalization=normalization))
+    return select_features(wells.table(normalized, "dmso"), wells.features)
+
+
 def write_profiles(
     folder: str | Path,
     *,
     normalization: str = "standard",
     whiten: bool = False,
     whiten_regularization: float = 1e-2,
-) -> dict[str, Path]:
+    feature_select: bool | None = None,
+) -> dict[str, Any]:
     """Aggregate ``FOLDER/single_cells.parquet`` into ``wells.parquet`` and ``treatments.parquet``.
 
     Also records the aggregation settings in ``FOLDER/profile.json`` (created if missing).
 
+    Parameters
+    ----------
+    folder : path
+        A profiles folder with ``single_cells.parquet``.
+    normalization, whiten, whiten_regularization
+        See :func:`build_profiles`.
+    feature_select : bool or None, default None
+        Reduce the features with pycytominer first (see the module docstring); None: only for classical
+        features (``profile.json`` kind ``classical``). Without pycytominer every feature is kept.
+
     Returns
     -------
     dict
-        ``{"wells": path, "treatments": path}``.
+        ``{"wells": path, "treatments": path, "feature_selection": dict or None}`` (what ``profile.json``
+        records of the selection; its ``tool`` says why nothing was selected when ``applied`` is false).
     """
     folder = Path(folder)
     source = folder / SINGLE_CELLS
     if not source.is_file():
         raise CytolensError(f"no {SINGLE_CELLS} (run 'cytolens profile embed' first)", path=folder)
+    info_path = folder / PROFILE_JSON
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     wells = read_well_means(source)
+    if feature_select is None:
+        feature_select = info.get("kind") == "classical"
+    selection = select_well_features(wells, normalization=normalization) if feature_select else None
+    if selection is not None:
+        wells = wells.subset(selection.features)
     wells_table, treatments_table = build_profiles(
         wells, normalization=normalization, whiten=whiten, whiten_regularization=whiten_regularization
     )
@@ -378,8 +419,6 @@ def write_profiles(
         wells_table.to_parquet(tmp, index=False)
     with atomic_path(paths["treatments"]) as tmp:
         treatments_table.to_parquet(tmp, index=False)
-    info_path = folder / PROFILE_JSON
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info["aggregation"] = {
         "normalization": normalization,
         "whiten": bool(whiten),
@@ -388,6 +427,8 @@ def write_profiles(
         "n_wells": int(len(wells.metadata)),
         "n_treatments": int(treatments_table["Metadata_Aggregation"].eq("cytogan").sum()),
         "n_dmso_cells": int(sum(len(v) for v in wells.dmso_cells.values())),
+        "feature_selection": selection.record() if selection is not None else {"applied": False,
+                                                                                "tool": "not requested"},
     }
     write_text_atomic(info_path, json.dumps(info, indent=2, default=str) + "\n")
-    return paths
+    return {**paths, "feature_selection": info["aggregation"]["feature_selection"]}
