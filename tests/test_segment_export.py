@@ -190,15 +190,17 @@ def tifffile_read(data: bytes) -> np.ndarray:
     return tifffile.imread(io.BytesIO(data))
 
 
-def test_best_fold_export_holds_one_fold(run: Path, offline: None, tmp_path: Path) -> None:
-    result = export_bioimageio(run, tmp_path / "best.zip", final_model="best_fold", crop_size=32,
-                               test_image=run.parent / "data" / "images" / "field_3.tif", name="tiny best fold",
-                               authors=["A. Person"])
-    rdf = _rdf(result.path)
-    assert result.model.startswith("fold ") and rdf["config"]["cytolens"]["final_model"] == result.model
+def test_best_fold_export_from_the_cli_holds_one_fold(run: Path, offline: None, tmp_path: Path, cli) -> None:
+    package = tmp_path / "best.zip"
+    shown = cli("segment", "export", run, "--out", package, "--final-model", "best_fold", "--crop", "32",
+                "--test-image", run.parent / "data" / "images" / "field_3.tif", "--name", "tiny best fold",
+                "--author", "A. Person").out
+    assert f"wrote {package}" in shown and "field_3.tif" in shown
+    rdf = _rdf(package)
+    assert rdf["config"]["cytolens"]["final_model"].startswith("fold ")
     assert rdf["name"] == "tiny best fold" and rdf["authors"] == [{"name": "A. Person"}]
-    assert _array(result.path, "test_input.npy").shape == (1, 1, 32, 32)
-    network = torch.jit.load(io.BytesIO(_member(result.path, "weights.pt")))
+    assert _array(package, "test_input.npy").shape == (1, 1, 32, 32)
+    network = torch.jit.load(io.BytesIO(_member(package, "weights.pt")))
     assert len(list(network.members.children())) == 1
 
 

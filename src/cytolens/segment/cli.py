@@ -193,3 +193,31 @@ def curves(
     for name, value in best.items():
         typer.echo(f"{name}: best validation mean dice {value:.4f}")
     console.print(f"wrote {figure} and {figure.with_suffix('.csv')}", markup=False)
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="A finished run folder written by 'cytolens segment train'.")],
+    out: Annotated[Path, typer.Option("--out", help="The bioimage.io model package to write, MODEL.zip.")],
+    final_model: Annotated[
+        str | None,
+        typer.Option("--final-model", help="ensemble (of the fold models) or best_fold; default: the run's config."),
+    ] = None,
+    test_image: Annotated[
+        Path | None,
+        typer.Option("--test-image", help="Image whose centre crop is the package's test input (default: the "
+                                          "first validation image of the run)."),
+    ] = None,
+    crop: Annotated[int, typer.Option("--crop", min=4, help="Side of the test crop in pixels (at most).")] = 256,
+    author: Annotated[
+        list[str] | None, typer.Option("--author", help="An author of the package (repeat for several).")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The model's name (default: from the run).")] = None,
+) -> None:
+    """Write a trained run as a bioimage.io model package (deepImageJ, ilastik, QuPath, napari)."""
+    from cytolens.segment.export import export_bioimageio
+
+    exported = export_bioimageio(run, out, final_model=final_model, test_image=test_image, crop_size=crop,
+                                 authors=tuple(author or ()), name=name)
+    typer.echo(f"wrote {exported.path} ({exported.size_bytes / 1e6:.1f} MB, {exported.model}; test input: "
+               f"{exported.test_image}) in {exported.seconds:.1f} s")
