@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import shutil
 import socket
+import sys
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -239,10 +240,13 @@ def _unfinished(run: Path, tmp_path: Path) -> Path:
     ("final_model", OptionError, "best_fold"),
     ("tiny_image", CytolensError, "the test crop needs at least 4×4"),
     ("missing_image", CytolensError, ""),
+    ("without_the_extra", CytolensError, "pip install 'cytolens[export]'"),
 ])
 def test_bad_input_is_one_clear_line(run: Path, tmp_path: Path, case: str, error: type[Exception],
-                                     message: str) -> None:
+                                     message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     out, kwargs = tmp_path / "model.zip", {}
+    if case == "without_the_extra":  # an install without bioimageio.spec: the import fails
+        monkeypatch.setitem(sys.modules, "bioimageio.spec", None)
     source: Path = run
     if case == "out_not_zip":
         out = tmp_path / "model.yaml"

@@ -370,8 +370,8 @@ def export_bioimageio(
     try:
         import bioimageio.spec  # noqa: F401  # the optional dependency, checked before any work
     except ImportError:
-        raise CytolensError("bioimage.io export needs bioimageio.spec: pip install 'bioimageio.spec>=0.5.14'") \
-            from None
+        raise CytolensError("bioimage.io export needs the `export` extra (bioimageio.spec): "
+                            "pip install 'cytolens[export]'") from None
     load_run(run, "segment", SegmentConfig, require_done=True)
     loaded = load_segment_run(run)
     config = loaded.config
