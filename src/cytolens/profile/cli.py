@@ -282,12 +282,23 @@ def evaluate(
         str | None,
         typer.Option("--labels", help="Comma-separated names of the folders, in order (default from profile.json)."),
     ] = None,
-    average_precision: Annotated[
-        bool, typer.Option("--map/--no-map", help="Also compute mean average precision of MOA retrieval.")
-    ] = False,
+    compute_map: Annotated[
+        bool | None,
+        typer.Option(
+            "--map/--no-map",
+            help="mAP of phenotypic activity (replicate wells vs DMSO) and consistency (same MOA, other compounds) "
+            "with permutation p-values, BH q-values and the fraction retrieved (map.md), and the mean AP column "
+            "of moa_accuracy. Default: when copairs is installed (pip install 'cytolens[eval]'); --map without "
+            "it is an error.",
+        ),
+    ] = None,
+    null_size: Annotated[
+        int, typer.Option("--null-size", min=1, help="Random rankings drawn for each mAP p-value's null.")
+    ] = 10000,
+    seed: RandomSeedOption = 0,
 ) -> None:
     """NSC and NSCB 1-NN cosine MOA accuracy (over treatments, and CytoGAN's per-compound mean), confusion
-    matrices, and CytoGAN's Table 1 with the paper's numbers beside ours."""
+    matrices, CytoGAN's Table 1 with the paper's numbers beside ours, and JUMP-style mAP with p-values."""
     from cytolens.core.console import console
     from cytolens.profile.evaluate import write_evaluation
 
@@ -297,20 +308,33 @@ def evaluate(
         raise OptionError("give --out when evaluating several profiles folders")
     result = write_evaluation(
         profiles, out, labels=[label.strip() for label in labels.split(",")] if labels else None,
-        average_precision=average_precision,
+        average_precision=compute_map is not False, retrieval=compute_map, null_size=null_size,
+        seed=seed,
     )
     table = result["accuracy"]
     width = max(len(str(label)) for label in table["profiles"])
+    shows_ap = compute_map is not False
     typer.echo(
         f"{'profiles':<{width}}  {'aggregation':<15} {'protocol':<8} {'over treatments':>22} {'per-compound mean':>18}"
-        + ("  mAP" if average_precision else "")
+        + ("  mean AP" if shows_ap else "")
     )
     for row in table.itertuples():
         treatments = f"{100 * row.accuracy_over_treatments:5.1f} % ({row.correct}/{row.n_treatments})"
         line = (f"{row.profiles:<{width}}  {row.aggregation:<15} {row.protocol:<8} {treatments:>22} "
                 f"{100 * row.per_compound_mean_accuracy:>15.1f} %")  # fmt: skip
-        if average_precision:
-            line += f"  {row.mean_average_precision:.3f}"
+        if shows_ap:
+            line += f"  {row.mean_average_precision:7.3f}"
         typer.echo(line)
     typer.echo("over treatments = Ljosa 2013 / BBBC021 protocol; per-compound mean = CytoGAN 2017's measure")
-    console.print(f"wrote moa_accuracy, confusion matrices, table1 and metrics.json to {result['out']}", markup=False)
+    written = "moa_accuracy, confusion matrices, table1"
+    if result["map"] is not None and len(result["map"]):
+        summary = result["map"].groupby(["profiles", "aggregation", "measure"], sort=False).agg(
+            queries=("query", "size"), mean_map=("mean_average_precision", "mean"), retrieved=("retrieved", "sum"))
+        for (name, aggregation, measure), row in summary.iterrows():
+            typer.echo(f"{name:<{width}}  {aggregation:<15} {measure}: mean mAP {row.mean_map:.3f}, retrieved "
+                       f"{int(row.retrieved)}/{row.queries} (q < 0.05)")
+    if result["map"] is not None:
+        written += ", map (mAP with p-values)"
+    elif result["map_skipped"]:
+        console.print(result["map_skipped"], markup=False)
+    console.print(f"wrote {written} and metrics.json to {result['out']}", markup=False)

@@ -8,7 +8,8 @@ Outputs in ``OUT`` (default ``PROFILES/evaluation`` for one folder):
 
 ``moa_accuracy.csv`` / ``.md``
     One row per folder × aggregation × protocol: accuracy over treatments with its Wilson 95 % interval,
-    CytoGAN's per-compound mean, the counts, and mAP when asked for.
+    CytoGAN's per-compound mean, the counts, and (``average_precision``) the mean AP of MOA retrieval among the
+    protocol's candidates, without a p-value.
 ``predictions.csv``
     Every query treatment's nearest neighbour.
 ``confusion_nsc.csv``, ``confusion_nsc.png``, ``confusion_nscb.csv``
@@ -16,8 +17,15 @@ Outputs in ``OUT`` (default ``PROFILES/evaluation`` for one folder):
     several are evaluated.
 ``table1.csv`` / ``.md``
     CytoGAN's Table 1: the paper's numbers and ours, one column per method.
+``map.csv``, ``map_summary.csv``, ``map.md``
+    With copairs (the ``eval`` extra): JUMP-style mAP of phenotypic activity (per treatment) and consistency
+    (per MOA) with p-values, q-values and the fraction retrieved (:mod:`cytolens.profile.retrieval`);
+    ``map.csv`` has one row per query, ``map_summary.csv`` one per folder × aggregation × measure.
 ``metrics.json``
     All of the above as numbers, with the definitions.
+
+Every table says which measure it shows: NSC / NSCB accuracy over treatments, CytoGAN's per-compound mean, mAP
+of activity or consistency.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ from cytolens.core.files import read_json_object, read_parquet_table
 from cytolens.data.bbbc021 import MOAS as BBBC021_MOAS
 from cytolens.profile.moa import MEASURES, NSCB_DROPPED_MOAS, PROTOCOLS, MoaResult, evaluate_moa
 from cytolens.profile.profiles import PROFILE_JSON, TREATMENTS
+from cytolens.profile.retrieval import (
+    DEFAULT_NULL_SIZE, MEASURES as RETRIEVAL_MEASURES, MISSING_COPAIRS, RetrievalResult, copairs_available,
+    import_copairs,
+)
 from cytolens.report.figures import new_figure, save_figure
 
 __all__ = ["PAPER_TABLE1", "ProfilesEvaluation", "evaluate_folder", "table1", "table1_markdown", "write_evaluation"]
@@ -83,6 +95,11 @@ class ProfilesEvaluation:
     method: str
     info: dict[str, Any]
     results: dict[tuple[str, str], MoaResult] = field(default_factory=dict)
+    #: ``retrieval[(aggregation, measure)]``: mAP of phenotypic activity / consistency, when computed.
+    retrieval: dict[tuple[str, str], RetrievalResult] = field(default_factory=dict)
+    #: The well normalisation each aggregation's activity was measured on.
+    retrieval_levels: dict[str, str] = field(default_factory=dict)
+    retrieval_notes: list[str] = field(default_factory=list)
 
     @property
     def aggregations(self) -> list[str]:
@@ -90,9 +107,29 @@ class ProfilesEvaluation:
 
 
 def evaluate_folder(
-    folder: str | Path, *, label: str | None = None, average_precision: bool = False
+    folder: str | Path,
+    *,
+    label: str | None = None,
+    average_precision: bool = False,
+    retrieval: bool = False,
+    null_size: int = DEFAULT_NULL_SIZE,
+    seed: int = 0,
 ) -> ProfilesEvaluation:
-    """Score every aggregation of ``FOLDER/treatments.parquet`` under NSC and NSCB."""
+    """Score every aggregation of ``FOLDER/treatments.parquet`` under NSC and NSCB.
+
+    Parameters
+    ----------
+    folder : path
+        A profiles folder (``treatments.parquet``; ``wells.parquet`` for phenotypic activity).
+    label : str, optional
+        Its name in tables (default from ``profile.json``).
+    average_precision : bool, default False
+        Also the mean AP of MOA retrieval in the NSC / NSCB results (no p-value; needs no extra).
+    retrieval : bool, default False
+        Also mAP of phenotypic activity and consistency with p-values (needs copairs).
+    null_size, seed : int
+        The permutation test's draws and seed.
+    """
     folder = Path(folder)
     path = folder / TREATMENTS
     if not path.is_file():
@@ -112,6 +149,11 @@ def evaluate_folder(
             evaluation.results[(str(aggregation), protocol)] = evaluate_moa(
                 table, protocol=protocol, average_precision=average_precision
             )
+    if retrieval:
+        from cytolens.profile.retrieval_tables import retrieval_of_folder
+
+        evaluation.retrieval, evaluation.retrieval_levels, evaluation.retrieval_notes = retrieval_of_folder(
+            folder, treatments, null_size=null_size, seed=seed)
     return evaluation
 
 
@@ -143,7 +185,7 @@ def accuracy_table(evaluations: list[ProfilesEvaluation]) -> pd.DataFrame:
 
 def accuracy_markdown(table: pd.DataFrame) -> str:
     lines = [
-        "# MOA classification (1-NN, cosine)",
+        "# MOA classification (1-NN, cosine): NSC / NSCB accuracy over treatments and per-compound mean",
         "",
         f"- **over treatments**: {MEASURES['treatments']}; 95 % Wilson interval.",
         f"- **per-compound mean**: {MEASURES['per_compound']}.",
@@ -153,9 +195,11 @@ def accuracy_markdown(table: pd.DataFrame) -> str:
         "mean per well, median over replicate wells; `+whiten` = ZCA whitening fit on DMSO cells.",
         "- *no neighbour*: queries without any allowed candidate (counted as wrong); under NSCB, a treatment whose "
         "wells span every week (a positive control on every plate) has none.",
+        "- *mean AP*: mean over the treatments of the average precision of same-MOA treatments among the "
+        "protocol's candidates (no p-value; the mAP with p-values is in map.md).",
         "",
-        "| profiles | aggregation | protocol | over treatments | 95 % CI | correct / n | per-compound mean | compounds "
-        "| no neighbour | mAP |",
+        "| profiles | aggregation | protocol | accuracy over treatments | 95 % CI | correct / n "
+        "| per-compound mean accuracy | compounds | no neighbour | mean AP |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in table.itertuples():
@@ -311,20 +355,47 @@ def write_evaluation(
     *,
     labels: list[str] | None = None,
     average_precision: bool = False,
+    retrieval: bool | None = None,
+    null_size: int = DEFAULT_NULL_SIZE,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate profiles folders and write the outputs listed in the module docstring.
+
+    Parameters
+    ----------
+    folders : list of path
+        Profiles folders written by ``cytolens profile embed``.
+    out : path, optional
+        Output folder (default ``FOLDERS[0]/evaluation``).
+    labels : list of str, optional
+        Names of the folders in the tables.
+    average_precision : bool, default False
+        Also the mean AP column of ``moa_accuracy`` (no extra needed).
+    retrieval : bool or None, default None
+        mAP of phenotypic activity and consistency with p-values (``map.*``): True requires copairs (one-line
+        error without it), None computes it when copairs is installed, False never.
+    null_size, seed : int
+        The permutation test's draws and seed.
 
     Returns
     -------
     dict
-        ``{"out": Path, "evaluations": [...], "accuracy": DataFrame, "table1": DataFrame}``.
+        ``{"out": Path, "evaluations": [...], "accuracy": DataFrame, "table1": DataFrame, "map": DataFrame or
+        None, "map_skipped": str or None}`` (``map_skipped``: why mAP with p-values was not computed).
     """
+    skipped = None
+    if retrieval:
+        import_copairs()  # fail before any work: one line naming the extra
+    elif retrieval is None:
+        retrieval = copairs_available()
+        skipped = None if retrieval else MISSING_COPAIRS
     if not folders:
         raise CytolensError("give at least one profiles folder")
     if labels is not None and len(labels) != len(folders):
         raise CytolensError(f"got {len(labels)} labels for {len(folders)} profiles folders")
     evaluations = [
-        evaluate_folder(folder, label=labels[i] if labels else None, average_precision=average_precision)
+        evaluate_folder(folder, label=labels[i] if labels else None, average_precision=average_precision,
+                        retrieval=retrieval, null_size=null_size, seed=seed)
         for i, folder in enumerate(folders)
     ]
     seen: dict[str, int] = {}
@@ -362,9 +433,19 @@ def write_evaluation(
     table = table1(evaluations)
     write_text_atomic(out / "table1.csv", table.to_csv())
     write_text_atomic(out / "table1.md", table1_markdown(table, evaluations))
+    per_query = None
+    if retrieval:
+        from cytolens.profile.retrieval_tables import map_markdown, map_tables
+
+        per_query, summary = map_tables(evaluations)
+        write_text_atomic(out / "map.csv", per_query.to_csv(index=False))
+        write_text_atomic(out / "map_summary.csv", summary.to_csv(index=False))
+        write_text_atomic(out / "map.md", map_markdown(per_query, summary, main_aggregation=MAIN_AGGREGATION))
     metrics = {
         "definitions": {**MEASURES, "NSC": "nearest neighbour from another compound",
-                        "NSCB": f"another compound and another batch; MOAs dropped: {list(NSCB_DROPPED_MOAS)}"},
+                        "NSCB": f"another compound and another batch; MOAs dropped: {list(NSCB_DROPPED_MOAS)}",
+                        **{f"mAP {name}": text for name, text in RETRIEVAL_MEASURES.items()}},
+        "map": "computed (copairs)" if retrieval else (skipped or "not requested"),
         "profiles": [
             {
                 "label": evaluation.label,
@@ -377,9 +458,19 @@ def write_evaluation(
                     }
                     for aggregation in evaluation.aggregations
                 },
+                "map": {
+                    aggregation: {measure: evaluation.retrieval[(aggregation, measure)].summary()
+                                  | {"profiles": evaluation.retrieval_levels.get(aggregation, "treatments")
+                                     if measure == "activity" else "treatments"}
+                                  for measure in ("activity", "consistency")
+                                  if (aggregation, measure) in evaluation.retrieval}
+                    for aggregation in evaluation.aggregations
+                } if retrieval else None,
+                "map_notes": evaluation.retrieval_notes,
             }
             for evaluation in evaluations
         ],
     }
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
-    return {"out": out, "evaluations": evaluations, "accuracy": accuracy, "table1": table}
+    return {"out": out, "evaluations": evaluations, "accuracy": accuracy, "table1": table, "map": per_query,
+            "map_skipped": skipped}

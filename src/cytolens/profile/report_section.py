@@ -2,7 +2,8 @@
 control, the classical features and the paper's Table 1; the GAN's training; provenance.
 
 It reports a GAN run folder (``cytolens profile train``), an evaluation folder (``cytolens profile evaluate``:
-``table1.csv`` and ``moa_accuracy.csv``), or a folder holding both as ``gan/`` and ``evaluation/`` (the demo's).
+``table1.csv`` and ``moa_accuracy.csv``, and ``map_summary.csv`` when mAP was computed), or a folder holding both
+as ``gan/`` and ``evaluation/`` (the demo's). Every table's caption names the measure it shows.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ ACCURACY_COLUMNS = {
     "accuracy": "1-NN accuracy over treatments (95 % interval)", "correct": "correct / treatments",
     "per_compound_mean_accuracy": "per-compound mean accuracy (CytoGAN's measure)", "n_compounds": "compounds",
     "n_moas": "MOAs", "n_without_neighbour": "treatments without an allowed neighbour",
-    "mean_average_precision": "mean average precision",
+    "mean_average_precision": "mean AP of same-MOA treatments among the candidates (no p-value)",
+}
+#: Readable names of ``map_summary.csv``'s columns.
+MAP_COLUMNS = {
+    "profiles": "profiles", "aggregation": "treatment profile", "measure": "measure", "profiled": "profiles ranked",
+    "n_queries": "queries", "mean_map": "mean mAP", "retrieved": "retrieved (q < 0.05)",
+    "fraction_retrieved": "fraction retrieved",
 }
 AGGREGATIONS = {"cytogan": "mean of cells (CytoGAN)", "bbbc021": "DMSO-normalised, well mean, replicate median"}
 
@@ -163,7 +170,8 @@ def _table1_html(table1: pd.DataFrame) -> str:
     for column in table1.columns[1:]:
         shown[str(column)] = [format_percent(v, scale=1) for v in table1[column]]
     papers = shown[""].str.startswith("CytoGAN").any()
-    return table_html(shown, caption="Table 1: MOA accuracy (%) of each kind of profile"
+    return table_html(shown, caption="Table 1: MOA accuracy (%) of each kind of profile, each row naming its "
+                      "measure (NSC per-compound mean, NSC / NSCB over treatments)"
                       + (", the paper's rows (real BBBC021) above ours." if papers else "."))
 
 
@@ -182,9 +190,23 @@ def _accuracy_html(accuracy: pd.DataFrame) -> str:
         if column in accuracy.columns and accuracy[column].notna().any():
             shown[column] = accuracy[column]
     return table_html(shown, columns=ACCURACY_COLUMNS, caption=(
-        "Every profile and protocol: 1-nearest-neighbour (cosine) MOA accuracy over treatments with its 95 % "
-        "Wilson interval, and CytoGAN's per-compound mean. NSC: the neighbour is from another compound; NSCB: "
-        "also from another batch."))
+        "NSC / NSCB accuracy: every profile and protocol's 1-nearest-neighbour (cosine) MOA accuracy over "
+        "treatments with its 95 % Wilson interval, and CytoGAN's per-compound mean accuracy. NSC: the neighbour "
+        "is from another compound; NSCB: also from another batch."))
+
+
+def _map_html(summary: pd.DataFrame) -> str:
+    shown = summary[["profiles", "aggregation", "measure", "profiled", "n_queries", "mean_map"]].copy()
+    shown["aggregation"] = shown["aggregation"].map(lambda a: AGGREGATIONS.get(a, a))
+    shown["retrieved"] = [f"{r} / {n}" for r, n in zip(summary["n_retrieved"], summary["n_queries"], strict=True)]
+    shown["fraction_retrieved"] = [format_percent(v) for v in summary["fraction_retrieved"]]
+    null_size = int(summary["null_size"].iloc[0]) if len(summary) else 0
+    return table_html(shown, columns=MAP_COLUMNS, digits=3, caption=(
+        "mAP (JUMP-style retrieval, cosine, copairs): phenotypic activity ranks each treatment's replicate wells "
+        "among the DMSO wells (query = treatment); phenotypic consistency ranks the treatments of other compounds "
+        "with the same MOA among those of other MOAs (query = MOA; the same compound never counts). p-values "
+        f"from {null_size:,} random rankings with ties counted; fraction retrieved = queries with a "
+        "Benjamini–Hochberg q < 0.05. Per-query values: map.csv."))
 
 
 def _figures(figures: Path | None, evaluation: Path | None, gan: RunRecord[GanConfig] | None,
@@ -281,6 +303,10 @@ def report_section(gan: RunRecord[GanConfig] | None, *, evaluation: Path | None 
     section.summary = _summary(accuracy, table1, gan)
     if accuracy is not None and table1 is not None:
         section.results += [_table1_html(table1), _accuracy_html(accuracy)]
+    if evaluation is not None and (evaluation / "map_summary.csv").is_file():
+        summary = pd.read_csv(evaluation / "map_summary.csv")
+        if len(summary):
+            section.results.append(_map_html(summary))
     if gan is not None:
         section.provenance.append(run_provenance(gan, time_per_step=_time_per_step(gan),
                                                  extra={"cells": str(gan.info.get("cells", "?"))}))
