@@ -263,3 +263,15 @@ def test_report_section_shows_the_map_table(tmp_path: Path, cli) -> None:
     html = "\n".join(section.results)
     assert "phenotypic activity" in html and "fraction retrieved" in html
     assert "NSC / NSCB accuracy" in html  # the accuracy table names its measure too
+
+
+def test_a_screen_without_dmso_wells_gets_consistency_and_a_note(tmp_path: Path) -> None:
+    from cytolens.profile.evaluate import write_evaluation
+
+    folder = profiles_folder(tmp_path)
+    wells = pd.read_parquet(folder / "wells.parquet")
+    wells[wells["Metadata_Compound"] != "DMSO"].to_parquet(folder / "wells.parquet", index=False)
+    result = write_evaluation([folder], tmp_path / "eval", retrieval=True, null_size=100)
+    assert result["map"]["measure"].str.contains("consistency").all()
+    text = (tmp_path / "eval" / "map.md").read_text()
+    assert "no phenotypic activity" in text and "needs DMSO wells" in text

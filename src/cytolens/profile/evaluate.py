@@ -435,12 +435,13 @@ def write_evaluation(
     write_text_atomic(out / "table1.md", table1_markdown(table, evaluations))
     per_query = None
     if retrieval:
-        from cytolens.profile.retrieval_tables import map_markdown, map_tables
+        from cytolens.profile.retrieval_tables import map_markdown, map_notes, map_tables
 
         per_query, summary = map_tables(evaluations)
         write_text_atomic(out / "map.csv", per_query.to_csv(index=False))
         write_text_atomic(out / "map_summary.csv", summary.to_csv(index=False))
-        write_text_atomic(out / "map.md", map_markdown(per_query, summary, main_aggregation=MAIN_AGGREGATION))
+        write_text_atomic(out / "map.md", map_markdown(per_query, summary, main_aggregation=MAIN_AGGREGATION,
+                                                       notes=map_notes(evaluations)))
     metrics = {
         "definitions": {**MEASURES, "NSC": "nearest neighbour from another compound",
                         "NSCB": f"another compound and another batch; MOAs dropped: {list(NSCB_DROPPED_MOAS)}",

@@ -14,13 +14,14 @@ from typing import Any
 
 import pandas as pd
 
+from cytolens.core.errors import CytolensError
 from cytolens.core.files import read_parquet_table
 from cytolens.profile.profiles import WELLS
 from cytolens.profile.retrieval import (
     DEFAULT_NULL_SIZE, DEFAULT_THRESHOLD, MEASURES, RetrievalResult, phenotypic_activity, phenotypic_consistency,
 )
 
-__all__ = ["map_markdown", "map_tables", "retrieval_of_folder", "well_normalization"]
+__all__ = ["map_markdown", "map_notes", "map_tables", "retrieval_of_folder", "well_normalization"]
 
 MEASURE_TITLES = {"activity": "phenotypic activity (replicate wells vs DMSO wells)",
                   "consistency": "phenotypic consistency (same MOA, other compounds)"}
@@ -71,11 +72,18 @@ def retrieval_of_folder(
             notes.append(f"{aggregation}: no well profiles in {WELLS} for phenotypic activity")
         else:
             selected = wells[wells["Metadata_Normalization"] == level].dropna(axis="columns", how="all")
-            results[(aggregation, "activity")] = phenotypic_activity(selected, null_size=null_size, seed=seed,
-                                                                     threshold=threshold)
-            levels[aggregation] = level
-        results[(aggregation, "consistency")] = phenotypic_consistency(
-            table.drop(columns="Metadata_Aggregation"), null_size=null_size, seed=seed, threshold=threshold)
+            # A screen without DMSO wells still gets NSC, NSCB and consistency: activity is noted as impossible.
+            try:
+                results[(aggregation, "activity")] = phenotypic_activity(selected, null_size=null_size, seed=seed,
+                                                                         threshold=threshold)
+                levels[aggregation] = level
+            except CytolensError as exc:
+                notes.append(f"{aggregation}: no phenotypic activity: {exc}")
+        try:
+            results[(aggregation, "consistency")] = phenotypic_consistency(
+                table.drop(columns="Metadata_Aggregation"), null_size=null_size, seed=seed, threshold=threshold)
+        except CytolensError as exc:
+            notes.append(f"{aggregation}: no phenotypic consistency: {exc}")
     return results, levels, notes
 
 
@@ -110,8 +118,18 @@ def _number(value: Any, digits: int = 3) -> str:
     return "—" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
-def map_markdown(per_query: pd.DataFrame, summary: pd.DataFrame, *, main_aggregation: str = "bbbc021") -> str:
-    """``map.md``: the definitions, the summary table and each folder's per-MOA consistency table."""
+def map_notes(evaluations: list[Any]) -> list[str]:
+    """What was left out of the mAP tables and why, one line per folder and note."""
+    notes = [f"{evaluation.label}: {note}" for evaluation in evaluations for note in evaluation.retrieval_notes]
+    for evaluation in evaluations:
+        for (aggregation, measure), result in evaluation.retrieval.items():
+            notes += [f"{evaluation.label}, {aggregation}, {measure}: {note}" for note in result.notes]
+    return notes
+
+
+def map_markdown(per_query: pd.DataFrame, summary: pd.DataFrame, *, main_aggregation: str = "bbbc021",
+                 notes: list[str] | tuple[str, ...] = ()) -> str:
+    """``map.md``: the definitions, the summary table, each folder's per-MOA consistency table and the notes."""
     threshold = summary["threshold"].iloc[0] if len(summary) else DEFAULT_THRESHOLD
     null_size = summary["null_size"].iloc[0] if len(summary) else DEFAULT_NULL_SIZE
     lines = [
@@ -148,4 +166,6 @@ def map_markdown(per_query: pd.DataFrame, summary: pd.DataFrame, *, main_aggrega
                          f"{_number(row.mean_average_precision)} | {_number(row.p_value, 4)} | "
                          f"{_number(row.q_value, 4)} | {'yes' if row.retrieved else 'no'} |")
     lines += ["", "Per-treatment mAP of phenotypic activity, with p and q: `map.csv`."]
+    if notes:
+        lines += ["", "## Left out", "", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
