@@ -178,6 +178,6 @@ def test_the_overlay_preview_keeps_no_band_alive(tmp_path: Path) -> None:
     with SegmentationWriter(tmp_path, "field", height, width, 3, overlay_max_side=2048) as writer:
         for start in range(0, height, 16):
             writer.add(start, np.zeros((16, width), np.uint8), None, np.ones((16, width), np.uint16))
-        kept = writer._preview_gray + writer._preview_labels
+        kept = writer.preview.gray + writer.preview.labels
         assert writer.step > 1 and kept and all(part.base is None for part in kept)
     assert (tmp_path / "field_overlay.png").is_file()

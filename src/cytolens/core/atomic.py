@@ -56,6 +56,67 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it takes the place of ``path``.
+
+    A folder-shaped output (an OME-Zarr store: a tree of chunk files) cannot be replaced by one ``os.replace``
+    when an older version exists, so the older folder is first renamed aside, the new one renamed into place,
+    and only then is the older one removed: at every moment ``path`` is either the complete old folder, absent
+    for the instant between two renames, or the complete new one. On an error the temporary folder is removed
+    and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or Path
+        The final folder. Its parent folder is created if needed.
+
+    Yields
+    ------
+    Path
+        An empty temporary folder on the same file system (a hidden name, ``.<name>.<random>.tmp``).
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old: Path | None = None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give what a plain mkdir would
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "previous")
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except (OSError, RuntimeError) as exc:
+        if old is not None and (old / "previous").exists() and not path.exists():
+            os.replace(old / "previous", path)  # the rename of the new folder failed: put the old one back
+        if is_disk_full(exc):
+            raise CytolensError("no space left on the device; nothing was written (free some space and run "
+                                "the command again: finished steps are kept)", path=path) from exc
+        raise
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the file system is full (or the user's quota spent), however the writer phrased it.
 

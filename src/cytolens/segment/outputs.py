@@ -24,7 +24,8 @@ from cytolens.core.atomic import atomic_path, reserve
 from cytolens.core.errors import OptionError, check_choice
 from cytolens.data.io import normalize_intensity, to_grayscale, write_png, write_tiff
 
-__all__ = ["DEFAULT_CLASS_COLORS", "OVERLAY_MAX_SIDE", "SegmentationWriter", "overlay_step", "write_segmentation"]
+__all__ = ["DEFAULT_CLASS_COLORS", "OVERLAY_MAX_SIDE", "OverlayPreview", "SegmentationWriter", "overlay_step",
+           "write_segmentation"]
 
 #: Overlay colours (RGB) per class; ``None`` is transparent. Background, nucleus (magenta), cytoplasm (green).
 DEFAULT_CLASS_COLORS: tuple[tuple[int, int, int] | None, ...] = (
@@ -138,8 +139,52 @@ def overlay_step(height: int, width: int, max_side: int = OVERLAY_MAX_SIDE) -> i
     return max(1, -(-max(height, width) // max_side))
 
 
+class OverlayPreview:
+    """The overlay preview of an image written band by band: every ``step``-th row and column of the input
+    (in gray) and of the labels are kept as the bands pass, and :meth:`write` draws them as ``path``.
+
+    Shared by the band writers (:class:`SegmentationWriter`, the OME-Zarr writer), so every output format gets
+    the same ``<stem>_overlay.png``.
+
+    Parameters
+    ----------
+    path : Path
+        The PNG to write.
+    height, width : int
+        Size of the image.
+    colors : sequence of (r, g, b) or None
+        Colour of each class (see :func:`write_segmentation`).
+    max_side : int, optional
+        Longest side of the preview (default :data:`OVERLAY_MAX_SIDE`).
+    """
+
+    def __init__(self, path: Path, height: int, width: int, colors: Sequence[tuple[int, int, int] | None],
+                 max_side: int = OVERLAY_MAX_SIDE) -> None:
+        self.path = path
+        self.colors = colors
+        self.step = overlay_step(height, width, max_side)
+        self.gray: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def add(self, start: int, labels: np.ndarray, image: np.ndarray | None) -> None:
+        """Keep the preview's rows of a band: ``labels`` ``(rows, W)`` and ``image`` ``(rows, W[, C])`` from
+        row ``start``."""
+        if image is None or np.shape(image)[:2] != labels.shape:
+            raise OptionError(f"`image` rows {start}..{start + labels.shape[0]} must have shape {labels.shape}[, C]")
+        first = -start % self.step  # the first row of this band on the preview's grid
+        # Copies: a strided view would keep the whole band alive, so every band would stay in memory.
+        self.gray.append(np.array(to_grayscale(np.asarray(image)[first :: self.step, :: self.step])))
+        self.labels.append(np.array(labels[first :: self.step, :: self.step]))
+
+    def write(self) -> Path:
+        """Draw the kept rows (:func:`write_segmentation`'s overlay) into ``path``, atomically."""
+        return _write_preview_png(self.path, _overlay(np.concatenate(self.gray), np.concatenate(self.labels),
+                                                      self.colors))
+
+
 class SegmentationWriter:
-    """Write ``<stem>.tif``, optionally ``<stem>_prob.tif``, and ``<stem>_overlay.png`` band by band.
+    """Write ``<stem>.tif``, optionally ``<stem>_prob.tif``, and ``<stem>_overlay.png`` band by band, and
+    ``<stem>_cells.tif`` from :meth:`add_cells`.
 
     The files are those of :func:`write_segmentation` (same names, dtypes, layouts and metadata), except that
     the overlay is a preview of at most ``overlay_max_side`` pixels on its longest side, and labels are uint16
@@ -177,7 +222,6 @@ class SegmentationWriter:
         self.shape = (height, width)
         self.num_classes = num_classes
         self.label_dtype = np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
-        self.step = overlay_step(height, width, overlay_max_side)
         self.overlay = overlay
         self.paths = {"labels": out_dir / f"{stem}.tif"}
         self._stack = contextlib.ExitStack()
@@ -194,11 +238,16 @@ class SegmentationWriter:
             # full disk is reported as such.
             if not self._stack.__exit__(type(exc), exc, exc.__traceback__):
                 raise
+        self.preview = OverlayPreview(out_dir / f"{stem}_overlay.png", height, width, self.colors,
+                                      overlay_max_side)
         if overlay:
-            self.paths["overlay"] = out_dir / f"{stem}_overlay.png"
-        self._preview_gray: list[np.ndarray] = []
-        self._preview_labels: list[np.ndarray] = []
+            self.paths["overlay"] = self.preview.path
         self._next_row = 0
+
+    @property
+    def step(self) -> int:
+        """The overlay preview keeps every ``step``-th row and column (:func:`overlay_step`)."""
+        return self.preview.step
 
     @staticmethod
     def _create(path: Path, shape: tuple[int, ...], dtype: np.dtype, names: Sequence[str] | None) -> int:
@@ -254,13 +303,20 @@ class SegmentationWriter:
                                   f"{(self.num_classes, rows, self.shape[1])}")
             self._write_rows("probabilities", start, np.asarray(probabilities, dtype=np.float32), self.num_classes)
         if self.overlay:
-            if image is None or np.shape(image)[:2] != labels.shape:
-                raise OptionError(f"`image` rows {start}..{start + rows} must have shape {labels.shape}[, C]")
-            first = -start % self.step  # the first row of this band on the preview's grid
-            # Copies: a strided view would keep the whole band alive, so every band would stay in memory.
-            self._preview_gray.append(np.array(to_grayscale(np.asarray(image)[first :: self.step, :: self.step])))
-            self._preview_labels.append(np.array(labels[first :: self.step, :: self.step]))
+            self.preview.add(start, labels, image)
         self._next_row = start + rows
+
+    def add_cells(self, instances: np.ndarray) -> None:
+        """Write ``<stem>_cells.tif``: cell ids ``(H, W)`` (uint16, or uint32 beyond 65,535 cells), appearing
+        with the other files when the ``with`` block ends without an error."""
+        instances = np.asarray(instances)
+        if instances.shape != self.shape or instances.dtype.kind not in "iu":
+            raise OptionError(f"`instances` must be integers of shape {self.shape}, got {instances.dtype} "
+                              f"{instances.shape}")
+        top = int(instances.max(initial=0))
+        self.paths["cells"] = self.paths["labels"].with_name(self.paths["labels"].stem + "_cells.tif")
+        tmp = self._stack.enter_context(atomic_path(self.paths["cells"]))
+        write_tiff(tmp, instances.astype(np.uint16 if top <= 65535 else np.uint32, copy=False))
 
     def __enter__(self) -> SegmentationWriter:
         return self
@@ -274,9 +330,7 @@ class SegmentationWriter:
             if self._next_row != self.shape[0]:
                 raise OptionError(f"only rows 0..{self._next_row} of {self.shape[0]} were written")
             if self.overlay:
-                gray = np.concatenate(self._preview_gray)
-                labels = np.concatenate(self._preview_labels)
-                _write_preview_png(self.paths["overlay"], _overlay(gray, labels, self.colors))
+                self.preview.write()
 
 
 def _write_preview_png(path: Path, rgb: np.ndarray) -> Path:
