@@ -90,16 +90,25 @@ def predict(
     images: Annotated[Path, typer.Argument(help="An image, a folder of images, or a dataset root with images/.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder for <stem>.tif, <stem>_overlay.png, ...")],
     tta: TtaOption = None,
-    probabilities: Annotated[bool, typer.Option("--prob", help="Also write <stem>_prob.tif.")] = False,
-    cells: Annotated[bool, typer.Option("--cells", help="Also write <stem>_cells.tif and cells.csv.")] = False,
+    probabilities: Annotated[bool, typer.Option("--prob", help="Also write the probabilities (<stem>_prob.tif, or "
+                                                               "<stem>_prob.ome.zarr with --format ome-zarr).")
+                             ] = False,
+    cells: Annotated[bool, typer.Option("--cells", help="Also write cell ids (<stem>_cells.tif, or labels/cells in "
+                                                        "the OME-Zarr) and cells.csv.")] = False,
+    output_format: Annotated[
+        str,
+        typer.Option("--format", help="tiff: <stem>.tif label images; ome-zarr: <stem>.ome.zarr (NGFF 0.5) with the "
+                                      "image, labels/classes and labels/cells, multiscale, scaled in µm."),
+    ] = "tiff",
     final_model: Annotated[
         str | None,
         typer.Option("--final-model", help="ensemble (of the fold models) or best_fold; default: the run's config."),
     ] = None,
     pixel_size: Annotated[
         float | None,
-        typer.Option("--pixel-size", min=0.0, help="Pixel size in µm for µm² areas in cells.csv (default: read from "
-                                                   "each file's OME or ImageJ metadata; this overrides it)."),
+        typer.Option("--pixel-size", min=0.0, help="Pixel size in µm for µm² areas in cells.csv and the OME-Zarr "
+                                                   "scale (default: read from each file's OME or ImageJ metadata; "
+                                                   "this overrides it)."),
     ] = None,
     devices: DevicesOption = 1,
     num_nodes: NumNodesOption = 1,
@@ -111,17 +120,18 @@ def predict(
     With --devices N the images are shared out among N processes; the output equals a single process's.
     """
     from cytolens.core.errors import check_choice
-    from cytolens.segment.predict import find_input_images, load_segment_run, predict_images
+    from cytolens.segment.predict import OUTPUT_FORMATS, find_input_images, load_segment_run, predict_images
 
     if final_model is not None:
         check_choice("--final-model", final_model, ("ensemble", "best_fold"))
+    check_choice("--format", output_format, OUTPUT_FORMATS)
     loaded = load_segment_run(run)  # a wrong run folder is the first thing to report
     options = engine_options(devices=devices, num_nodes=num_nodes, precision=precision,
                              config_precision=loaded.config.precision, accelerator=accelerator)
     with progress_bar("segmenting", len(find_input_images(images))) as advance:
         result = predict_images(
             run, images, out, tta=tta, probabilities=probabilities, cells=cells, which=final_model,
-            pixel_size_um=pixel_size, progress=advance, options=options,
+            pixel_size_um=pixel_size, output_format=output_format, progress=advance, options=options,
         )
     console.print(f"segmented {len(result.table)} images into {out} with {result.model}", markup=False)
     if result.cells is not None:

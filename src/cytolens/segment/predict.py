@@ -10,15 +10,20 @@ weights, :func:`~cytolens.segment.inference.prepare_for_inference`) and runs und
 
 Memory does not grow with the image: a large TIFF is read a band of rows at a time
 (:func:`~cytolens.data.tiles.open_image_rows`; percentile scaling counts a histogram first), predicted in bands
-and written in bands (:class:`~cytolens.segment.outputs.SegmentationWriter`), and the overlay is a preview of at
+and written in bands (:class:`~cytolens.segment.outputs.SegmentationWriter`, or
+:class:`~cytolens.segment.ome_zarr.OmeZarrSegmentationWriter` for OME-Zarr), and the overlay is a preview of at
 most 2048 pixels on its longest side (full size for smaller images). Only ``--cells`` holds whole-image arrays:
 the watershed that splits cells works on the whole label image.
 
-Per image ``<stem>``, the output folder receives ``<stem>.tif`` (uint8 class labels), ``<stem>_overlay.png``,
-optionally ``<stem>_prob.tif`` (K-page float32 probabilities) and, with cells, ``<stem>_cells.tif`` (uint16 or
-uint32 cell ids from :func:`~cytolens.segment.cells.split_cells`) and one ``cells.csv`` for all images
-(:func:`~cytolens.segment.cells.cell_table` columns, ``Metadata_image`` = stem), which profiling reads, and
-``images.csv`` (one row per image: size and class fractions).
+Per image ``<stem>``, the output folder receives, with ``output_format="tiff"`` (the default), ``<stem>.tif``
+(uint8 class labels), ``<stem>_overlay.png``, optionally ``<stem>_prob.tif`` (K-page float32 probabilities) and,
+with cells, ``<stem>_cells.tif`` (uint16 or uint32 cell ids from :func:`~cytolens.segment.cells.split_cells`).
+With ``output_format="ome-zarr"`` the same arrays go into OME-Zarr (NGFF 0.5) images instead
+(:class:`~cytolens.segment.ome_zarr.OmeZarrSegmentationWriter`): ``<stem>.ome.zarr`` holds the input image with
+its ``labels/classes`` and ``labels/cells``, ``<stem>_prob.ome.zarr`` the probabilities, both multiscale and
+scaled by the pixel size. One ``cells.csv`` for all images (:func:`~cytolens.segment.cells.cell_table` columns,
+``Metadata_image`` = stem, ``Metadata_cells_file`` = the cell label image), which profiling reads, and
+``images.csv`` (one row per image: size, class fractions and the files written, relative to the folder).
 
 With ``--devices N`` the images are sharded over N processes (:meth:`~cytolens.engine.Runtime.shard`): each writes
 its images' files and its rows, and rank 0 merges the rows in image order, so the folder equals the one a
@@ -43,15 +48,20 @@ from cytolens.core.atomic import write_text_atomic
 from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_run, load_weights
 from cytolens.core.errors import CytolensError, ImageReadError
 from cytolens.core.files import read_json_object, read_parquet_table
-from cytolens.data.io import normalize_intensity, write_tiff
+from cytolens.data.io import normalize_intensity
+from cytolens.data.pixel_size import PixelSize
 from cytolens.data.tiles import ImageRows, band_percentiles, open_image_rows
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import RowReader, argmax_into, predict_bands, predict_tiled_labels, \
     prepare_for_inference
+from cytolens.segment.ome_zarr import OmeZarrSegmentationWriter
 from cytolens.segment.outputs import SegmentationWriter
 
-__all__ = ["CellSegmenter", "FoldEnsemble", "Predictions", "SegmentRun", "cell_segmenter", "find_input_images",
-           "final_model", "load_models", "load_segment_run", "predict_images"]
+#: The ``--format`` choices of ``segment predict``.
+OUTPUT_FORMATS = ("tiff", "ome-zarr")
+
+__all__ = ["OUTPUT_FORMATS", "CellSegmenter", "FoldEnsemble", "Predictions", "SegmentRun", "cell_segmenter",
+           "find_input_images", "final_model", "load_models", "load_segment_run", "predict_images"]
 
 
 @dataclass
@@ -248,6 +258,7 @@ def predict_images(
     cells: bool = False,
     which: str | None = None,
     pixel_size_um: float | None = None,
+    output_format: str = "tiff",
     progress: Callable[[int], None] | None = None,
     options: EngineOptions = EngineOptions(),
 ) -> Predictions:
@@ -264,17 +275,21 @@ def predict_images(
     tta : bool, optional
         Average over the 8 rotations/flips of each tile; default: the run's ``inference.tta``.
     probabilities : bool, default False
-        Also write ``<stem>_prob.tif``.
+        Also write the probabilities: ``<stem>_prob.tif``, or ``<stem>_prob.ome.zarr`` for OME-Zarr.
     cells : bool, default False
-        Also split cells (:func:`~cytolens.segment.cells.split_cells`) into ``<stem>_cells.tif`` and measure
-        them into ``cells.csv``; the run needs classes named ``nucleus`` and ``cytoplasm``.
+        Also split cells (:func:`~cytolens.segment.cells.split_cells`) into ``<stem>_cells.tif`` (OME-Zarr:
+        ``<stem>.ome.zarr/labels/cells``) and measure them into ``cells.csv``; the run needs classes named
+        ``nucleus`` and ``cytoplasm``.
     which : {"ensemble", "best_fold"}, optional
         The final model; default the run config's ``final_model``.
     pixel_size_um : float, optional
         Pixel side in µm for the µm² areas of ``cells.csv``, overriding each file's own calibration; by default
         it is read from the file (OME-XML ``PhysicalSizeX/Y`` or ImageJ's resolution and unit,
         :func:`~cytolens.data.pixel_size.read_pixel_size`), and an image without one gets areas in pixels only.
+        The OME-Zarr images carry it as their scale (in micrometres; scale 1 and no unit when unknown).
         ``images.csv`` records the size used and where it came from.
+    output_format : {"tiff", "ome-zarr"}, default "tiff"
+        TIFF files, or OME-Zarr (NGFF 0.5) images with labels (see the module docstring).
     progress : callable, optional
         Called with 1 per image (single process only: a callback does not cross to spawned processes).
     options : EngineOptions, optional
@@ -283,8 +298,13 @@ def predict_images(
     Returns
     -------
     Predictions
-        ``table``: one row per image (``stem, path, height, width, fraction_<class>``, ``cells``).
+        ``table``: one row per image (``stem, path, height, width, fraction_<class>``, the files written:
+        ``labels_file``, ``overlay_file`` and, as written, ``image_file`` (OME-Zarr), ``probabilities_file``,
+        ``cells_file``; ``cells``).
     """
+    from cytolens.core.errors import check_choice
+
+    check_choice("output_format", output_format, OUTPUT_FORMATS)
     loaded = load_segment_run(run)  # a wrong run folder is reported before any process starts
     if cells:
         class_map(loaded.config.classes)
@@ -293,12 +313,12 @@ def predict_images(
     if options.devices > 1 or options.num_nodes > 1:
         progress = None
     return launch(_predict_on_ranks, options, str(run), str(images), str(out), tta, probabilities, cells, which,
-                  pixel_size_um, progress)
+                  pixel_size_um, output_format, progress)
 
 
 def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tta: bool | None,
                       probabilities: bool, cells: bool, which: str | None, pixel_size_um: float | None,
-                      progress: Callable[[int], None] | None) -> Predictions:
+                      output_format: str, progress: Callable[[int], None] | None) -> Predictions:
     loaded = load_segment_run(run)
     config = loaded.config
     configure_threads(config.num_threads, local_processes=runtime.local_processes)
@@ -318,7 +338,8 @@ def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tt
         stem = path.name.split(".")[0]
         try:
             row, table = _predict_one(runtime, model, loaded, path, out, stem, tta=use_tta,
-                                      probabilities=probabilities, lookup=lookup, pixel_size_um=pixel_size_um)
+                                      probabilities=probabilities, lookup=lookup, pixel_size_um=pixel_size_um,
+                                      output_format=output_format)
         except ImageReadError as exc:  # unreadable, or the wrong number of channels: skip and report
             problems.append((str(path), exc.message))
         else:
@@ -337,6 +358,7 @@ def _predict_on_ranks(runtime: Runtime, run: str, images: str, out_text: str, tt
         if cell_frame is not None:
             write_text_atomic(out / "cells.csv", cell_frame.to_csv(index=False))
         summary = {"run": str(loaded.path), "model": description, "tta": use_tta, "images": len(rows),
+                   "format": output_format,
                    "classes": config.classes, "problems": [{"path": p, "problem": m} for p, m in problems]}
         write_text_atomic(out / "prediction.json", json.dumps(summary, indent=2) + "\n")
     runtime.barrier()
@@ -397,14 +419,24 @@ def _load_libc() -> Any:
 _LIBC = _load_libc()
 
 
+def _pixel_size(path: Path, pixel_size_um: float | None) -> PixelSize | None:
+    """``--pixel-size`` when given (square pixels), otherwise the file's own calibration (OME-XML or ImageJ)."""
+    from cytolens.data.pixel_size import read_pixel_size
+
+    if pixel_size_um is not None:
+        return PixelSize(pixel_size_um, pixel_size_um, "--pixel-size")
+    return read_pixel_size(path)
+
+
 def _predict_one(runtime: Runtime, model: nn.Module, loaded: SegmentRun, path: Path, out: Path, stem: str, *,
-                 tta: bool, probabilities: bool, lookup: np.ndarray | None, pixel_size_um: float | None
-                 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
+                 tta: bool, probabilities: bool, lookup: np.ndarray | None, pixel_size_um: float | None,
+                 output_format: str = "tiff") -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Segment one image band by band into ``out``; returns its ``images.csv`` row and its cell table.
 
     The image is read in bands (:func:`~cytolens.data.tiles.open_image_rows`), predicted in bands and written in
-    bands (:class:`~cytolens.segment.outputs.SegmentationWriter`), so memory is one band of tiles plus the
-    overlay preview. Cells (``lookup`` given) are the exception: the watershed of
+    bands (:class:`~cytolens.segment.outputs.SegmentationWriter` or
+    :class:`~cytolens.segment.ome_zarr.OmeZarrSegmentationWriter`), so memory is one band of tiles plus the
+    writer's buffers and the overlay preview. Cells (``lookup`` given) are the exception: the watershed of
     :func:`~cytolens.segment.cells.split_cells` works on the whole label image, which is then kept.
 
     Raises
@@ -412,11 +444,13 @@ def _predict_one(runtime: Runtime, model: nn.Module, loaded: SegmentRun, path: P
     ImageReadError
         If the image cannot be read or has the wrong number of channels.
     """
-    from cytolens.data.pixel_size import read_pixel_size
     from cytolens.segment.cells import cell_table, split_cells
 
     config = loaded.config
     inference = config.inference
+    # Read only where it is used: the µm² areas of cells.csv and the OME-Zarr scale.
+    pixel_size = _pixel_size(path, pixel_size_um) if lookup is not None or output_format == "ome-zarr" else None
+    instances = None
     with open_image_rows(path, grayscale=config.in_chans == 1) as image:
         channels = 1 if len(image.shape) == 2 else image.shape[2]
         if channels != config.in_chans:
@@ -427,36 +461,47 @@ def _predict_one(runtime: Runtime, model: nn.Module, loaded: SegmentRun, path: P
         counts = np.zeros(loaded.num_classes, dtype=np.int64)
         whole_labels = np.empty((height, width), np.uint8 if loaded.num_classes <= 256 else np.uint16) \
             if lookup is not None else None
-        with SegmentationWriter(out, stem, height, width, loaded.num_classes, probabilities=probabilities,
-                                class_names=config.classes) as writer, runtime.autocast():
-            for start, stop, band in predict_bands(
-                model, (reader, (height, width, channels)), num_classes=loaded.num_classes, tile=inference.tile,
-                overlap=inference.overlap, batch_size=inference.batch_size, tta=tta,
-                input_multiple=model.input_multiple,
-            ):  # fmt: skip
-                labels = whole_labels[start:stop] if whole_labels is not None else \
-                    np.empty((stop - start, width), writer.label_dtype)
-                argmax_into(labels, band)
-                counts += np.bincount(labels.ravel(), minlength=loaded.num_classes)
-                writer.add(start, labels, band if probabilities else None, image.read(start, stop))
-                _release_freed_memory()
+        writer: SegmentationWriter | OmeZarrSegmentationWriter
+        if output_format == "ome-zarr":
+            writer = OmeZarrSegmentationWriter(out, stem, height, width, loaded.num_classes, channels=channels,
+                                               image_dtype=image.dtype, probabilities=probabilities,
+                                               class_names=config.classes, pixel_size=pixel_size)
+        else:
+            writer = SegmentationWriter(out, stem, height, width, loaded.num_classes, probabilities=probabilities,
+                                        class_names=config.classes)
+        with writer:
+            with runtime.autocast():
+                for start, stop, band in predict_bands(
+                    model, (reader, (height, width, channels)), num_classes=loaded.num_classes,
+                    tile=inference.tile, overlap=inference.overlap, batch_size=inference.batch_size, tta=tta,
+                    input_multiple=model.input_multiple,
+                ):  # fmt: skip
+                    labels = whole_labels[start:stop] if whole_labels is not None else \
+                        np.empty((stop - start, width), writer.label_dtype)
+                    argmax_into(labels, band)
+                    counts += np.bincount(labels.ravel(), minlength=loaded.num_classes)
+                    writer.add(start, labels, band if probabilities else None, image.read(start, stop))
+                    _release_freed_memory()
+            if lookup is not None and whole_labels is not None:
+                # Inside the writer's block, so the cell ids appear together with the rest, or not at all.
+                three = lookup[whole_labels]
+                instances = split_cells(three)
+                writer.add_cells(instances)
     row: dict[str, Any] = {"stem": stem, "path": str(path), "height": height, "width": width}
     row.update({f"fraction_{n}": float(counts[k] / (height * width)) for k, n in enumerate(config.classes)})
-    if whole_labels is None or lookup is None:
+    # The files written, relative to the output folder (which can then be moved as a whole).
+    for name in ("image", "labels", "probabilities", "cells", "overlay"):
+        if name in writer.paths:
+            row[f"{name}_file"] = writer.paths[name].relative_to(out).as_posix()
+    if pixel_size is not None or lookup is not None:
+        row["pixel_size_um"] = pixel_size.side_um if pixel_size is not None else None
+        row["pixel_size_from"] = pixel_size.source if pixel_size is not None else ""
+    if instances is None:
         return row, None
-    # --pixel-size overrides; otherwise the file's own calibration (OME-XML or ImageJ), if it has one.
-    found = None if pixel_size_um is not None else read_pixel_size(path)
-    if found is not None:
-        pixel_size_um = found.side_um
-    row["pixel_size_um"] = pixel_size_um
-    row["pixel_size_from"] = "--pixel-size" if found is None and pixel_size_um is not None else (
-        found.source if found is not None else "")
-    three = lookup[whole_labels]
-    instances = split_cells(three)
-    top = int(instances.max(initial=0))
-    write_tiff(out / f"{stem}_cells.tif", instances.astype(np.uint16 if top <= 65535 else np.uint32))
-    row["cells"] = top
-    return row, cell_table(instances, three, pixel_size_um=pixel_size_um, image_id=stem)
+    row["cells"] = int(instances.max(initial=0))
+    table = cell_table(instances, three, pixel_size_um=row["pixel_size_um"], image_id=stem)
+    table.insert(1, "Metadata_cells_file", row["cells_file"])
+    return row, table
 
 
 def _merge_shards(runtime: Runtime, out: Path, rows: list[dict[str, Any]], cell_tables: list[pd.DataFrame],

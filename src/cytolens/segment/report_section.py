@@ -156,6 +156,19 @@ def _prediction_model(path: Path) -> str:
         return "run's final model"
 
 
+def overlay_caption(path: Path, model: str) -> str:
+    """The caption of a ``segment predict`` overlay; it names the field's OME-Zarr images when they were written
+    (``--format ome-zarr``), since the overlay is only a preview of them."""
+    stem = path.name.removesuffix("_overlay.png")
+    text = f"Field {stem}: the predicted classes drawn over its bright-field image, predicted by the {model}."
+    images = [name for name in (f"{stem}.ome.zarr", f"{stem}_prob.ome.zarr") if (path.parent / name).is_dir()]
+    if images:
+        text += (f" Full resolution in {' and '.join(images)} (OME-Zarr 0.5: the image with labels/classes"
+                 f"{' and labels/cells' if (path.parent / images[0] / 'labels' / 'cells').is_dir() else ''}"
+                 f"{', and the class probabilities' if len(images) == 2 else ''}; napari opens them).")
+    return text
+
+
 def _time_per_step(folder: Path, config: SegmentConfig, folds: list[dict]) -> str | None:
     seconds = [float(s) for path in folder.glob("folds/fold*/history.csv")
                for s in pd.read_csv(path).get("seconds", pd.Series(dtype=float)).dropna()]
@@ -209,9 +222,7 @@ def report_section(record: RunRecord[SegmentConfig]) -> ReportSection:
         section.results.append(_per_class(metrics))
     overlays = sorted((folder / "predictions").glob("*_overlay.png"))[:MAX_OVERLAYS]
     model = _prediction_model(folder / "predictions" / "prediction.json")
-    section.figures = [ReportFigure(path, f"Field {path.name.removesuffix('_overlay.png')}: the predicted classes "
-                                    f"drawn over its bright-field image, predicted by the {model}.")
-                       for path in overlays]
+    section.figures = [ReportFigure(path, overlay_caption(path, model)) for path in overlays]
     section.figures += _curves(folder)
     section.provenance.append(run_provenance(record, time_per_step=_time_per_step(folder, config, folds),
                                              extra={"data": str(data)}))
