@@ -93,22 +93,15 @@ def test_tta_maps_every_prediction_back(shape: tuple[int, int]) -> None:
     np.testing.assert_allclose(tiled, expected, atol=1e-5)
 
 
-def test_labels_equal_argmax_and_memmap_holds_the_probabilities(tmp_path: Path) -> None:
+def test_labels_equal_argmax_and_progress_counts_the_tiles() -> None:
     model = _conv_model()
     image = _image((70, 45), seed=4)
     probabilities = predict_tiled(model, image, num_classes=3, **TILING)
     calls: list[tuple[int, int]] = []
-    labels = predict_tiled_labels(
-        model, image, num_classes=3, prob_path=tmp_path / "p.npy", progress=lambda d, t: calls.append((d, t)), **TILING
-    )
+    labels = predict_tiled_labels(model, image, num_classes=3, progress=lambda d, t: calls.append((d, t)), **TILING)
     assert labels.dtype == np.uint8 and labels.shape == (70, 45)
     np.testing.assert_array_equal(labels, probabilities.argmax(axis=0))
-    stored = np.load(tmp_path / "p.npy", mmap_mode="r")
-    assert stored.shape == (3, 70, 45) and stored.dtype == np.float32
-    np.testing.assert_allclose(stored, probabilities, atol=1e-6)
-    assert [p.name for p in tmp_path.iterdir()] == ["p.npy"]  # no temporary file left behind
     assert calls[-1][0] == calls[-1][1] == 8  # tiles start at rows 0, 16, 32, 38 and columns 0, 13
-    np.testing.assert_array_equal(predict_tiled_labels(model, image, num_classes=3, **TILING), labels)
 
 
 def test_model_mode_is_restored_and_bad_options_are_named() -> None:
@@ -125,8 +118,6 @@ def test_model_mode_is_restored_and_bad_options_are_named() -> None:
         predict_tiled(model, image, num_classes=3, tile=32, overlap=20, input_multiple=8)
     with pytest.raises(OptionError, match="float32"):
         predict_tiled(model, image.astype(np.float64), num_classes=3, **TILING)
-    with pytest.raises(OptionError, match=".npy"):
-        predict_tiled_labels(model, image, num_classes=3, prob_path="p.tif", **TILING)
 
 
 def test_write_segmentation_files_open_as_plain_arrays(tmp_path: Path) -> None:

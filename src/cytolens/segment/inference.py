@@ -15,7 +15,9 @@ band can touch are finalised and handed on. The input may be an array or a funct
 (:data:`RowReader`): then only the rows of the current band of tiles are read, so an image streamed from a file
 (:func:`cytolens.data.tiles.open_image_rows`) is never held whole. :func:`predict_bands` yields the finished
 bands, :func:`predict_tiled` gathers them into the full probability array, :func:`predict_tiled_labels` keeps
-only the argmax (1 byte per pixel) and optionally streams the probabilities to a ``.npy`` memory map. Beyond
+only the argmax (1 byte per pixel). To keep the probabilities of a large image, hand the bands to a band writer
+(:class:`~cytolens.segment.outputs.SegmentationWriter`'s TIFF stack or
+:class:`~cytolens.segment.ome_zarr.OmeZarrSegmentationWriter`'s OME-Zarr image), as ``segment predict`` does. Beyond
 the label image, memory is one band, ``(K + 1) · tile · W`` float32 (78 MB for K = 3, tile 512, W = 10 000),
 plus one batch of tiles — never the ``(K, H, W)`` array (1.1 GB at 10 000 × 10 000); see
 ``benchmarks/bench_tiled_inference.py``.
@@ -29,12 +31,10 @@ feature map). The caller chooses the precision (``Runtime.autocast``); the softm
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from cytolens.core.atomic import atomic_path, reserve
 from cytolens.core.errors import OptionError
 from cytolens.data.transforms import DIHEDRAL_SIZE
 from cytolens.core.validation import check_int
@@ -415,15 +415,11 @@ def predict_tiled_labels(
     input_multiple: int = 32,
     device: str | torch.device | None = None,
     progress: Progress | None = None,
-    prob_path: str | Path | None = None,
 ) -> np.ndarray:
     """Label image of a whole image of any size, with memory bounded by one band of tiles.
 
     Parameters
-    ----------{tiling}    prob_path : str or Path, optional
-        Also write the probabilities, ``(K, H, W)`` float32, as a ``.npy`` file filled band by band through
-        ``numpy.lib.format.open_memmap`` (read it back with ``numpy.load(path, mmap_mode="r")``). Written
-        atomically: the file appears only when complete.
+    ----------{tiling}
 
     Returns
     -------
@@ -438,22 +434,8 @@ def predict_tiled_labels(
         model, image, num_classes=num_classes, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
         input_multiple=input_multiple, device=device, progress=progress,
     )  # fmt: skip
-    if prob_path is None:
-        for start, stop, band in bands:
-            argmax_into(labels[start:stop], band)
-        return labels
-    prob_path = Path(prob_path)
-    if prob_path.suffix != ".npy":
-        raise OptionError(f"`prob_path` must end in .npy, got {prob_path}")
-    with atomic_path(prob_path) as tmp:
-        stored = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(num_classes, height, width))
-        with open(tmp, "r+b") as handle:  # the blocks now: a full disk is an error here, not a SIGBUS later
-            reserve(handle.fileno(), stored.offset + stored.nbytes)
-        for start, stop, band in bands:
-            argmax_into(labels[start:stop], band)
-            stored[:, start:stop] = band
-        stored.flush()
-        del stored  # close the map before the file is renamed
+    for start, stop, band in bands:
+        argmax_into(labels[start:stop], band)
     return labels
 
 
