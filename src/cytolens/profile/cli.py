@@ -332,7 +332,7 @@ def evaluate(
             queries=("query", "size"), mean_map=("mean_average_precision", "mean"), retrieved=("retrieved", "sum"))
         for (name, aggregation, measure), row in summary.iterrows():
             typer.echo(f"{name:<{width}}  {aggregation:<15} {measure}: mean mAP {row.mean_map:.3f}, retrieved "
-                       f"{int(row.retrieved)}/{row.queries} (q < 0.05)")
+                       f"{int(row.retrieved)}/{int(row.queries)} (q < 0.05)")
     if result["map"] is not None:
         written += ", map (mAP with p-values)"
     elif result["map_skipped"]:

@@ -111,6 +111,10 @@ def map_tables(evaluations: list[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     per_query = pd.concat(queries, ignore_index=True)
     first = ["profiles", "method", "aggregation", "measure", "profiled", "query"]
     per_query = per_query[first + [c for c in per_query.columns if c not in first]]
+    # Counts stay integers where the other measure's rows leave them empty (activity has no n_compounds).
+    for column in ("n_profiles", "n_controls", "n_treatments", "n_compounds"):
+        if column in per_query:
+            per_query[column] = per_query[column].astype("Int64")
     return per_query, pd.DataFrame(summary)
 
 
