@@ -95,15 +95,15 @@ def _scales(group: zarr.Group) -> list[list[float]]:
     return [d["coordinateTransformations"][0]["scale"] for d in datasets]
 
 
-def test_pixel_sizes_of_an_ome_tiff_reach_the_zarr_scale(run: Path, tmp_path: Path,  # noqa: F811
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pixel_sizes_and_channel_names_of_an_ome_tiff_reach_the_zarr(
+        run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setattr(ome_zarr, "OME_ZARR_CHUNK", 32)
     image, _ = _field((60, 48), 5)
     inputs = tmp_path / "in"
     inputs.mkdir()
     tifffile.imwrite(inputs / "calibrated.ome.tif", image, ome=True, metadata={
         "axes": "YX", "PhysicalSizeX": 325.0, "PhysicalSizeY": 500.0, "PhysicalSizeXUnit": "nm",
-        "PhysicalSizeYUnit": "nm"})
+        "PhysicalSizeYUnit": "nm", "Channel": {"Name": ["Brightfield 20x"]}})
     tifffile.imwrite(inputs / "plain.tif", image)
     options = EngineOptions(precision="32-true")
     predict_images(run, inputs, tmp_path / "out", output_format="ome-zarr", options=options)
@@ -114,7 +114,10 @@ def test_pixel_sizes_of_an_ome_tiff_reach_the_zarr_scale(run: Path, tmp_path: Pa
         assert [(a["name"], a["type"], a.get("unit")) for a in axes] == [("y", "space", "micrometer"),
                                                                           ("x", "space", "micrometer")]
     Image.from_zarr(calibrated)
+    # The file's own channel name travels too; a plain TIFF's channel is named after the file.
+    assert [c["label"] for c in calibrated.attrs["ome"]["omero"]["channels"]] == ["Brightfield 20x"]
     plain = zarr.open_group(tmp_path / "out" / "plain.ome.zarr", mode="r")
+    assert [c["label"] for c in plain.attrs["ome"]["omero"]["channels"]] == ["plain"]
     assert _scales(plain) == [[1.0, 1.0], [2.0, 2.0]]
     assert all("unit" not in a for a in plain.attrs["ome"]["multiscales"][0]["axes"])
     table = pd.read_csv(tmp_path / "out" / "images.csv").set_index("stem")

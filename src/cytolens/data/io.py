@@ -248,15 +248,32 @@ def read_image_info(path: str | Path, *, channel_axis: int | None = None) -> Ima
     path = Path(path)
     image = read_image(path, channel_axis=channel_axis)
     fmt = detect_format(path)
-    names = None
     if fmt == "tiff":
         with tifffile.TiffFile(path) as tif:
-            if tif.is_ome:
-                fmt = "ome-tiff"
-                names = _ome_channel_names(tif.ome_metadata)
-    elif fmt in ("nd2", "czi", "lif"):
-        names = vendor_channel_names(path)
-    return ImageInfo(path, fmt, image.shape, image.dtype, bits_in_use(image), names)
+            fmt = "ome-tiff" if tif.is_ome else fmt
+    return ImageInfo(path, fmt, image.shape, image.dtype, bits_in_use(image), read_channel_names(path))
+
+
+def read_channel_names(path: str | Path) -> tuple[str, ...] | None:
+    """The channel names a file records (OME-TIFF's ``Channel`` names, a vendor file's own), without decoding
+    its pixels; None when it names none (plain TIFF, PNG, JPEG).
+
+    Raises
+    ------
+    ImageReadError
+        If the file cannot be opened, or a vendor file lacks the `formats` extra.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt in ("nd2", "czi", "lif"):
+        return vendor_channel_names(path)
+    if fmt != "tiff":
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _ome_channel_names(tif.ome_metadata) if tif.is_ome else None
+    except _DECODER_ERRORS as exc:
+        raise ImageReadError(f"cannot be read as TIFF ({exc})", path=path) from exc
 
 
 def _read_tiff(path: Path, *, channel_axis: int | None) -> np.ndarray:

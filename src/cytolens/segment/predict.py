@@ -48,7 +48,7 @@ from cytolens.core.atomic import write_text_atomic
 from cytolens.engine import EngineOptions, Runtime, configure_threads, launch, load_run, load_weights
 from cytolens.core.errors import CytolensError, ImageReadError
 from cytolens.core.files import read_json_object, read_parquet_table
-from cytolens.data.io import normalize_intensity
+from cytolens.data.io import normalize_intensity, read_channel_names
 from cytolens.data.pixel_size import PixelSize
 from cytolens.data.tiles import ImageRows, band_percentiles, open_image_rows
 from cytolens.segment.config import SegmentConfig
@@ -463,9 +463,13 @@ def _predict_one(runtime: Runtime, model: nn.Module, loaded: SegmentRun, path: P
             if lookup is not None else None
         writer: SegmentationWriter | OmeZarrSegmentationWriter
         if output_format == "ome-zarr":
+            # The file's own channel names, where they still describe what the network saw (not after a
+            # conversion to gray).
+            names = read_channel_names(path)
             writer = OmeZarrSegmentationWriter(out, stem, height, width, loaded.num_classes, channels=channels,
                                                image_dtype=image.dtype, probabilities=probabilities,
-                                               class_names=config.classes, pixel_size=pixel_size)
+                                               class_names=config.classes, pixel_size=pixel_size,
+                                               channel_names=names if names and len(names) == channels else None)
         else:
             writer = SegmentationWriter(out, stem, height, width, loaded.num_classes, probabilities=probabilities,
                                         class_names=config.classes)
