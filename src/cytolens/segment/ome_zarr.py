@@ -39,7 +39,7 @@ import numpy as np
 from cytolens.core.atomic import atomic_directory
 from cytolens.core.errors import OptionError
 from cytolens.data.pixel_size import PixelSize
-from cytolens.segment.outputs import DEFAULT_CLASS_COLORS, OVERLAY_MAX_SIDE, OverlayPreview
+from cytolens.segment.outputs import DEFAULT_CLASS_COLORS, OVERLAY_MAX_SIDE, OverlayPreview, check_band
 from cytolens.segment.pyramid import Downsampling, PyramidWriter, pyramid_shapes
 
 __all__ = ["NGFF_VERSION", "OME_ZARR_CHUNK", "OmeZarrSegmentationWriter"]
@@ -213,14 +213,8 @@ class OmeZarrSegmentationWriter:
         OptionError
             If bands are not consecutive, or their shapes or values do not fit the image.
         """
-        labels = np.asarray(labels)
+        labels = check_band(labels, start, self._next_row, self.shape, self.num_classes)
         rows = labels.shape[0]
-        if start != self._next_row or labels.ndim != 2 or labels.shape[1] != self.shape[1] \
-                or start + rows > self.shape[0]:
-            raise OptionError(f"a band of labels of shape {labels.shape} at row {start} does not continue the "
-                              f"{self.shape} image written up to row {self._next_row}")
-        if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() >= self.num_classes)):
-            raise OptionError(f"`labels` must be integers in 0..{self.num_classes - 1}")
         expected = (rows, self.shape[1]) + ((self.channels,) if self.channels > 1 else ())
         if image is None or np.shape(image) != expected:
             raise OptionError(f"`image` rows {start}..{start + rows} must have shape {expected}")

@@ -24,8 +24,8 @@ from cytolens.core.atomic import atomic_path, reserve
 from cytolens.core.errors import OptionError, check_choice
 from cytolens.data.io import normalize_intensity, to_grayscale, write_png, write_tiff
 
-__all__ = ["DEFAULT_CLASS_COLORS", "OVERLAY_MAX_SIDE", "OverlayPreview", "SegmentationWriter", "overlay_step",
-           "write_segmentation"]
+__all__ = ["DEFAULT_CLASS_COLORS", "OVERLAY_MAX_SIDE", "OverlayPreview", "SegmentationWriter", "check_band",
+           "overlay_step", "write_segmentation"]
 
 #: Overlay colours (RGB) per class; ``None`` is transparent. Background, nucleus (magenta), cytoplasm (green).
 DEFAULT_CLASS_COLORS: tuple[tuple[int, int, int] | None, ...] = (
@@ -137,6 +137,36 @@ def write_segmentation(
 def overlay_step(height: int, width: int, max_side: int = OVERLAY_MAX_SIDE) -> int:
     """The preview keeps every ``step``-th row and column: the smallest step whose preview fits ``max_side``."""
     return max(1, -(-max(height, width) // max_side))
+
+
+def check_band(labels: np.ndarray, start: int, next_row: int, shape: tuple[int, int], num_classes: int) -> np.ndarray:
+    """``labels`` as an array, once it is checked to be the next band of rows of a band writer's image.
+
+    Parameters
+    ----------
+    labels : (rows, W) integer array-like
+    start : int
+        The band's first row.
+    next_row : int
+        The row the writer expects next.
+    shape : (H, W)
+        The image's size.
+    num_classes : int
+
+    Raises
+    ------
+    OptionError
+        If the band does not start at ``next_row``, does not fit the image, or holds values outside
+        ``0 .. num_classes - 1``.
+    """
+    labels = np.asarray(labels)
+    rows = labels.shape[0] if labels.ndim else 0
+    if start != next_row or labels.ndim != 2 or labels.shape[1] != shape[1] or start + rows > shape[0]:
+        raise OptionError(f"a band of labels of shape {labels.shape} at row {start} does not continue the "
+                          f"{shape} image written up to row {next_row}")
+    if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() >= num_classes)):
+        raise OptionError(f"`labels` must be integers in 0..{num_classes - 1}")
+    return labels
 
 
 class OverlayPreview:
@@ -288,14 +318,8 @@ class SegmentationWriter:
         OptionError
             If bands are not consecutive, or their shapes or values do not fit the image.
         """
-        labels = np.asarray(labels)
+        labels = check_band(labels, start, self._next_row, self.shape, self.num_classes)
         rows = labels.shape[0]
-        if start != self._next_row or labels.ndim != 2 or labels.shape[1] != self.shape[1] \
-                or start + rows > self.shape[0]:
-            raise OptionError(f"a band of labels of shape {labels.shape} at row {start} does not continue the "
-                              f"{self.shape} image written up to row {self._next_row}")
-        if labels.dtype.kind not in "iu" or (labels.size and (labels.min() < 0 or labels.max() >= self.num_classes)):
-            raise OptionError(f"`labels` must be integers in 0..{self.num_classes - 1}")
         self._write_rows("labels", start, labels.astype(self.label_dtype, copy=False), None)
         if "probabilities" in self.paths:
             if probabilities is None or probabilities.shape != (self.num_classes, rows, self.shape[1]):
