@@ -200,3 +200,35 @@ def test_the_report_caption_names_the_ome_zarr_images(tmp_path: Path) -> None:
     (tmp_path / "field_prob.ome.zarr").mkdir()
     caption = overlay_caption(overlay, "ensemble")
     assert "field.ome.zarr and field_prob.ome.zarr" in caption and "labels/cells" in caption
+
+
+def test_napari_opens_the_image_its_labels_and_the_probabilities(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    """napari-ome-zarr's reader (what ``napari OUT/x.ome.zarr`` runs), and napari's layers built from what it
+    reads, without a viewer: names, colours, scales and pyramid levels arrive as written."""
+    reader = pytest.importorskip("napari_ome_zarr").napari_get_reader
+    layers = pytest.importorskip("napari.layers")
+    image, _ = _field((60, 48), 7)
+    tifffile.imwrite(tmp_path / "field.ome.tif", image, ome=True, metadata={
+        "axes": "YX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "Channel": {"Name": ["Brightfield"]}})
+    predict_images(run, tmp_path / "field.ome.tif", tmp_path / "out", probabilities=True, cells=True,
+                   output_format="ome-zarr", options=EngineOptions(precision="32-true"))
+
+    path = str(tmp_path / "out" / "field.ome.zarr")
+    # napari names an image "<image>: <channel>" and a label image by its path.
+    read = {kind + ":" + str(meta["name"]).rsplit("/", 1)[-1]: (data, meta, kind) for data, meta, kind in
+            reader(path)(path)}
+    assert set(read) == {"image:field: Brightfield", "labels:classes", "labels:cells"}
+    data, meta, _ = read["image:field: Brightfield"]
+    assert list(meta["scale"]) == pytest.approx([0.65, 0.65])
+    np.testing.assert_array_equal(np.asarray(data[0] if isinstance(data, list) else data), image)
+    classes, class_meta, _ = read["labels:classes"]
+    assert list(class_meta["properties"]["class"]) == NAMES
+    assert class_meta["colormap"][0][3] == 0.0 and class_meta["colormap"][1][:3] == [1.0, 0.0, 1.0]  # magenta
+    layers.Image(data, **{k: v for k, v in meta.items() if k in ("name", "scale", "contrast_limits")})
+    layers.Labels(classes, **{k: v for k, v in class_meta.items() if k in ("name", "scale", "properties")})
+
+    path = str(tmp_path / "out" / "field_prob.ome.zarr")
+    (data, meta, kind), = reader(path)(path)
+    assert kind == "image" and list(meta["name"]) == [f"field probabilities: {name}" for name in NAMES]
+    assert meta["channel_axis"] == 0
+    assert np.asarray(data[0] if isinstance(data, list) else data).shape == (3, 60, 48)
