@@ -49,8 +49,11 @@ def test_quick_bench_writes_the_documented_json_and_markdown(tmp_path: Path, cli
     inference = result["inference"]
     assert [r["precision"] for r in inference["classify"]] == ["32-true", "bf16-mixed"]
     predicts = inference["segment_predict"]
-    assert [(r["height"], r["width"]) for r in predicts] == [(64, 64), (96, 128)]
+    assert [(r["height"], r["width"], r["format"]) for r in predicts] == [
+        (64, 64, "tiff"), (96, 128, "tiff"), (96, 128, "ome-zarr")]
     assert all(r["returncode"] == 0 and r["megapixels_per_s"] > 0 for r in predicts)
+    (zarr,) = result["ratios"]["ome_zarr_over_tiff"]
+    assert zarr["size"] == "96x128" and zarr["peak_rss"] > 0 and zarr["seconds"] > 0
     whats = [r["what"] for r in inference["throughput"] + inference["simulators"]]
     for name in ("profile crop", "classical features", "synthetic microtubules", "synthetic brightfield",
                  "synthetic cellpainting"):
@@ -64,7 +67,7 @@ def test_quick_bench_writes_the_documented_json_and_markdown(tmp_path: Path, cli
     assert result["ratios"]["segment_predict"] is None  # one image size in quick mode: no growth to report
 
     table = md_path.read_text()
-    assert "| shpilman2017 | bf16-mixed |" in table and "segment predict" in table
+    assert "| shpilman2017 | bf16-mixed |" in table and "segment predict" in table and "OME-Zarr output" in table
     assert table.count("| wgan | 32-true |") == table.count("| wgan | bf16-mixed |") == 1
 
 

@@ -194,7 +194,8 @@ def _write_field(path: Path, height: int, width: int) -> Path:
 
 def segment_predict(sizes: list[tuple[int, int]], *, quick: bool = False, progress: Progress | None = None,
                     timeout: float = 1800.0, baseline: Baseline | None = None) -> list[dict[str, Any]]:
-    """Time ``cytolens segment predict`` as a child process on one TIFF of each size.
+    """Time ``cytolens segment predict`` as a child process on one TIFF of each size, writing TIFF (the default)
+    and then OME-Zarr (``--format ome-zarr``, this revision only).
 
     Parameters
     ----------
@@ -213,7 +214,8 @@ def segment_predict(sizes: list[tuple[int, int]], *, quick: bool = False, progre
     Returns
     -------
     list of dict
-        Per size: ``height``, ``width``, ``megapixels``, ``seconds`` (the whole command), ``megapixels_per_s``,
+        Per size and output ``format`` (``tiff``, ``ome-zarr``): ``height``, ``width``, ``megapixels``,
+        ``seconds`` (the whole command), ``megapixels_per_s``,
         ``seconds_net`` and ``megapixels_per_s_net`` (less the 64 × 64 command's seconds), ``peak_rss_mb`` (the
         child's), ``returncode`` and, when it failed, ``error``.
     """
@@ -227,21 +229,26 @@ def segment_predict(sizes: list[tuple[int, int]], *, quick: bool = False, progre
             out = root / f"out_{height}x{width}"
             # What a user gets by default: auto precision (bf16 where the hardware runs it natively).
             args = ["segment", "predict", str(run), str(image), "--out", str(out), "--precision", "auto"]
-            sides = [("current", None)] + ([("baseline", baseline)] if baseline is not None and not quick else [])
-            for code, side in sides:
+            sides = [("current", None, "tiff")] + (
+                [("baseline", baseline, "tiff")] if baseline is not None and not quick else [])
+            if (height, width) != (64, 64):  # the baseline may not write OME-Zarr; the fixed cost is TIFF's
+                sides.append(("current", None, "ome-zarr"))
+            for code, side, fmt in sides:
+                command = args + (["--format", fmt] if fmt != "tiff" else [])
                 # Quick mode stays in this process: an interpreter start-up alone would take longer than the work.
-                done = (run_cli_in_process(args) if quick
-                        else run_command([sys.executable, "-m", "cytolens", *args], timeout=timeout,
+                done = (run_cli_in_process(command) if quick
+                        else run_command([sys.executable, "-m", "cytolens", *command], timeout=timeout,
                                          env=side.env() if side is not None else None))
                 shutil.rmtree(out, ignore_errors=True)
                 row = _predict_row(done, height, width, quick, fixed.get(code))
                 row["code"] = code
+                row["format"] = fmt
                 if (height, width) == (64, 64) and done["returncode"] == 0:
                     fixed[code] = done["seconds"]
                 rows.append(row)
                 if progress is not None:
                     failed = f" — failed: {row['error']}" if "error" in row else ""
-                    progress(f"segment predict ({code}) {height}×{width}: {row['seconds']:.1f} s, "
+                    progress(f"segment predict ({code}, {fmt}) {height}×{width}: {row['seconds']:.1f} s, "
                              f"{row['peak_rss_mb']:.0f} MB peak RSS{failed}")
             image.unlink()
     return rows

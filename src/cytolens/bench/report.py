@@ -85,6 +85,7 @@ def markdown_report(result: dict[str, Any]) -> str:
                 rows.append([f"segment predict, {row['model']}", size, f"failed: {row.get('error', '')}", "–", "–"])
                 continue
             what = (f"segment predict, {row['model']}" + (" (fixed cost)" if "role" in row else "")
+                    + (", OME-Zarr output" if row.get("format") == "ome-zarr" else "")
                     + (" (baseline)" if row.get("code") == "baseline" else ""))
             net = f"{_num(row.get('megapixels_per_s_net'))} MP/s net" if "megapixels_per_s_net" in row else ""
             rows.append([what, size, f"{_num(row['megapixels_per_s'])} MP/s " + (f"({net})" if net else ""),

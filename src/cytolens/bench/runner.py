@@ -172,7 +172,7 @@ def _inference(quick: bool, progress: Progress, baseline: Baseline | None = None
 def _ratios(result: dict[str, Any]) -> dict[str, Any]:
     """Ratios derived from the rows: bf16 ÷ fp32 per model, cytolens ÷ Keras, and segment predict's memory growth."""
     ratios: dict[str, Any] = {"bf16_over_fp32": [], "cytolens_over_keras": [], "segment_predict": None,
-                              "over_baseline": []}
+                              "ome_zarr_over_tiff": [], "over_baseline": []}
     by_key: dict[tuple[str, int], dict[str, float]] = {}
     old: dict[tuple[str, int], dict[str, float]] = {}
     for row in result.get("training", []):
@@ -202,7 +202,15 @@ def _ratios(result: dict[str, Any]) -> dict[str, Any]:
             "32-true": row["cytolens_32_true_over_keras"], "bf16-mixed": row["cytolens_bf16_mixed_over_keras"]})
     predicted = (result.get("inference") or {}).get("segment_predict", [])
     predicts = [r for r in predicted if r.get("returncode") == 0 and "role" not in r
-                and r.get("code", "current") == "current"]
+                and r.get("code", "current") == "current" and r.get("format", "tiff") == "tiff"]
+    written = {(r["height"], r["width"]): r for r in predicted
+               if r.get("format") == "ome-zarr" and r.get("returncode") == 0}
+    for row in predicts:  # what OME-Zarr output costs over TIFF, in memory and time
+        if (zarr := written.get((row["height"], row["width"]))) is not None:
+            ratios["ome_zarr_over_tiff"].append({
+                "size": f"{row['height']}x{row['width']}",
+                "peak_rss": round(zarr["peak_rss_mb"] / row["peak_rss_mb"], 3),
+                "seconds": round(zarr["seconds"] / row["seconds"], 3)})
     if len(predicts) >= 2:
         small, large = predicts[0], predicts[-1]
         ratios["segment_predict"] = {
@@ -211,6 +219,7 @@ def _ratios(result: dict[str, Any]) -> dict[str, Any]:
         }
         before = {(r["height"], r["width"]): r for r in predicted
                   if r.get("code") == "baseline" and r.get("returncode") == 0 and "role" not in r}
+
         for row in predicts:
             match = before.get((row["height"], row["width"]))
             if match is not None:
