@@ -68,6 +68,7 @@ def test_quick_bench_writes_the_documented_json_and_markdown(tmp_path: Path, cli
 
     table = md_path.read_text()
     assert "| shpilman2017 | bf16-mixed |" in table and "segment predict" in table and "OME-Zarr output" in table
+    assert "## segment predict: OME-Zarr ÷ TIFF output" in table
     assert table.count("| wgan | 32-true |") == table.count("| wgan | bf16-mixed |") == 1
 
 

@@ -112,6 +112,11 @@ def markdown_report(result: dict[str, Any]) -> str:
         lines += ["## bf16-mixed ÷ 32-true", ""]
         lines += _table(["model", "batch", "speed-up"],
                         [[r["model"], str(r["batch_size"]), _num(r["ratio"])] for r in ratios["bf16_over_fp32"]])
+    if ratios.get("ome_zarr_over_tiff"):
+        lines += ["## segment predict: OME-Zarr ÷ TIFF output", "",
+                  "The same command on the same image, `--format ome-zarr` over the default TIFF.", ""]
+        lines += _table(["image", "peak RSS", "time"], [[r["size"].replace("x", "×"), _num(r["peak_rss"]),
+                                                        _num(r["seconds"])] for r in ratios["ome_zarr_over_tiff"]])
     if ratios.get("over_baseline"):
         baseline = result.get("baseline") or {}
         lines += [f"## This revision ÷ the baseline ({baseline.get('ref', '?')}, {baseline.get('commit', '?')[:10]})",
