@@ -21,9 +21,9 @@ a sibling image it opens in every viewer, and shares the first one's coordinates
 Memory: every pyramid level of every array holds one row of chunks of its own (``chunk`` rows × its width),
 filled by the bands as they pass and written as whole chunks (a band written straight into the store would
 rewrite every chunk it half covers, once per band); each coarser level is fed from the finer one's rows
-(:class:`~cytolens.segment.pyramid.PyramidWriter`), so the pyramid needs no second pass over the image. Nothing grows with the image's
-height. Each OME-Zarr folder is written to a temporary folder and renamed into place only when complete
-(:func:`~cytolens.core.atomic.atomic_directory`).
+(:class:`~cytolens.segment.pyramid.PyramidWriter`), so the pyramid needs no second pass over the image.
+Nothing grows with the image's height. Each OME-Zarr folder is written to a temporary folder and renamed into
+place only when complete (:func:`~cytolens.core.atomic.atomic_directory`).
 """
 
 from __future__ import annotations
