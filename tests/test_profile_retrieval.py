@@ -251,6 +251,11 @@ def test_cli_evaluate_without_copairs(tmp_path: Path, cli, monkeypatch: pytest.M
     # --no-map: no mAP, no message.
     quiet = cli("profile", "evaluate", folder, "--no-map", "--out", tmp_path / "quiet")
     assert "cytolens[eval]" not in quiet.out + quiet.err
+    # The report says why its mAP table is missing, and only where it was wanted.
+    from cytolens.profile.report_section import section_for_folder
+
+    assert "Not computed: " + MISSING_COPAIRS in "\n".join(section_for_folder(out).results).replace("&#x27;", "'")
+    assert "Not computed" not in "\n".join(section_for_folder(tmp_path / "quiet").results)
 
 
 def test_report_section_shows_the_map_table(tmp_path: Path, cli) -> None:

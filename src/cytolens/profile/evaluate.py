@@ -196,7 +196,7 @@ def accuracy_markdown(table: pd.DataFrame) -> str:
         "- *no neighbour*: queries without any allowed candidate (counted as wrong); under NSCB, a treatment whose "
         "wells span every week (a positive control on every plate) has none.",
         "- *mean AP*: mean over the treatments of the average precision of same-MOA treatments among the "
-        "protocol's candidates (no p-value; the mAP with p-values is in map.md).",
+        "protocol's candidates (no p-value; mAP with p-values is in map.md, with the eval extra).",
         "",
         "| profiles | aggregation | protocol | accuracy over treatments | 95 % CI | correct / n "
         "| per-compound mean accuracy | compounds | no neighbour | mean AP |",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from cytolens.core.errors import CytolensError
+from cytolens.core.files import read_json_object
 from cytolens.engine.run_folder import RunRecord, load_run
 from cytolens.profile.gan.config import GanConfig
 from cytolens.report.page import Headline, ReportFigure, ReportSection, Summary
@@ -307,6 +308,11 @@ def report_section(gan: RunRecord[GanConfig] | None, *, evaluation: Path | None 
         summary = pd.read_csv(evaluation / "map_summary.csv")
         if len(summary):
             section.results.append(_map_html(summary))
+    elif evaluation is not None and (evaluation / "metrics.json").is_file():
+        # Say why there is no mAP table (an install without the eval extra), rather than leave it out silently.
+        why = read_json_object(evaluation / "metrics.json").get("map")
+        if isinstance(why, str) and why != "not requested":
+            section.results.append(f'<p class="note">Not computed: {html.escape(why)}.</p>')
     if gan is not None:
         section.provenance.append(run_provenance(gan, time_per_step=_time_per_step(gan),
                                                  extra={"cells": str(gan.info.get("cells", "?"))}))
