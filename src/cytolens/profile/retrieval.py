@@ -42,8 +42,10 @@ from cytolens.profile.moa import moa_queries
 from cytolens.profile.profiles import CONTROL, feature_columns, treatment_key
 
 __all__ = [
+    "DEFAULT_NULL_SIZE",
     "EXTRA_HINT",
     "MEASURES",
+    "MISSING_COPAIRS",
     "RetrievalResult",
     "average_precision_null",
     "copairs_available",
