@@ -144,7 +144,7 @@ def test_writer_files_equal_write_segmentation_and_the_preview_is_bounded(tmp_pa
             for start in range(0, 100, 23):
                 stop = min(start + 23, 100)
                 writer.add(start, labels[start:stop], probabilities[:, start:stop], image[start:stop])
-        assert writer.step == step
+        assert writer.preview.step == step
         for suffix in (".tif", "_prob.tif"):
             np.testing.assert_array_equal(read_image(tmp_path / str(max_side) / f"x{suffix}"),
                                           read_image(tmp_path / "whole" / f"x{suffix}"))
@@ -179,5 +179,5 @@ def test_the_overlay_preview_keeps_no_band_alive(tmp_path: Path) -> None:
         for start in range(0, height, 16):
             writer.add(start, np.zeros((16, width), np.uint8), None, np.ones((16, width), np.uint16))
         kept = writer.preview.gray + writer.preview.labels
-        assert writer.step > 1 and kept and all(part.base is None for part in kept)
+        assert writer.preview.step > 1 and kept and all(part.base is None for part in kept)
     assert (tmp_path / "field_overlay.png").is_file()

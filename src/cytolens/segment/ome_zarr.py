@@ -39,7 +39,7 @@ import numpy as np
 from cytolens.core.atomic import atomic_directory
 from cytolens.core.errors import OptionError
 from cytolens.data.pixel_size import PixelSize
-from cytolens.segment.outputs import DEFAULT_CLASS_COLORS, OVERLAY_MAX_SIDE, OverlayPreview, check_band
+from cytolens.segment.outputs import DEFAULT_CLASS_COLORS, OVERLAY_MAX_SIDE, OverlayPreview, check_band, check_cells
 from cytolens.segment.pyramid import Downsampling, PyramidWriter, pyramid_shapes
 
 __all__ = ["NGFF_VERSION", "OME_ZARR_CHUNK", "OmeZarrSegmentationWriter"]
@@ -237,13 +237,8 @@ class OmeZarrSegmentationWriter:
 
     def add_cells(self, instances: np.ndarray) -> None:
         """Write ``labels/cells``: cell ids ``(H, W)``, 0 background (uint16, or uint32 beyond 65,535 cells)."""
-        instances = np.asarray(instances)
-        if instances.shape != self.shape or instances.dtype.kind not in "iu":
-            raise OptionError(f"`instances` must be integers of shape {self.shape}, got {instances.dtype} "
-                              f"{instances.shape}")
-        top = int(instances.max(initial=0))
-        pyramid = self._pyramid(self._labels.create_group("cells"), np.uint16 if top <= 65535 else np.uint32,
-                                None, "nearest")
+        instances, dtype = check_cells(instances, self.shape)
+        pyramid = self._pyramid(self._labels.create_group("cells"), dtype, None, "nearest")
         for first in range(0, self.shape[0], self.chunk):  # converted a chunk row at a time, not as a whole copy
             pyramid.add(instances[first : first + self.chunk])
         pyramid.close()

@@ -24,7 +24,7 @@ from cytolens.core.atomic import atomic_path, reserve
 from cytolens.core.errors import OptionError, check_choice
 from cytolens.data.io import normalize_intensity, to_grayscale, write_png, write_tiff
 
-__all__ = ["DEFAULT_CLASS_COLORS", "OVERLAY_MAX_SIDE", "OverlayPreview", "SegmentationWriter", "check_band",
+__all__ = ["DEFAULT_CLASS_COLORS", "OVERLAY_MAX_SIDE", "OverlayPreview", "SegmentationWriter", "check_band", "check_cells",
            "overlay_step", "write_segmentation"]
 
 #: Overlay colours (RGB) per class; ``None`` is transparent. Background, nucleus (magenta), cytoplasm (green).
@@ -169,6 +169,21 @@ def check_band(labels: np.ndarray, start: int, next_row: int, shape: tuple[int, 
     return labels
 
 
+def check_cells(instances: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.dtype]:
+    """Cell ids ``(H, W)`` checked against the image's ``shape``, and the dtype they are stored in: uint16, or
+    uint32 beyond 65,535 cells (the ids are not converted here: a writer may convert them a piece at a time).
+
+    Raises
+    ------
+    OptionError
+        If ``instances`` are not integers of ``shape``.
+    """
+    instances = np.asarray(instances)
+    if instances.shape != shape or instances.dtype.kind not in "iu":
+        raise OptionError(f"`instances` must be integers of shape {shape}, got {instances.dtype} {instances.shape}")
+    return instances, np.dtype(np.uint16 if int(instances.max(initial=0)) <= 65535 else np.uint32)
+
+
 class OverlayPreview:
     """The overlay preview of an image written band by band: every ``step``-th row and column of the input
     (in gray) and of the labels are kept as the bands pass, and :meth:`write` draws them as ``path``.
@@ -274,11 +289,6 @@ class SegmentationWriter:
             self.paths["overlay"] = self.preview.path
         self._next_row = 0
 
-    @property
-    def step(self) -> int:
-        """The overlay preview keeps every ``step``-th row and column (:func:`overlay_step`)."""
-        return self.preview.step
-
     @staticmethod
     def _create(path: Path, shape: tuple[int, ...], dtype: np.dtype, names: Sequence[str] | None) -> int:
         """Create an uncompressed contiguous TIFF of ``shape`` and return the byte offset of its pixels."""
@@ -333,14 +343,10 @@ class SegmentationWriter:
     def add_cells(self, instances: np.ndarray) -> None:
         """Write ``<stem>_cells.tif``: cell ids ``(H, W)`` (uint16, or uint32 beyond 65,535 cells), appearing
         with the other files when the ``with`` block ends without an error."""
-        instances = np.asarray(instances)
-        if instances.shape != self.shape or instances.dtype.kind not in "iu":
-            raise OptionError(f"`instances` must be integers of shape {self.shape}, got {instances.dtype} "
-                              f"{instances.shape}")
-        top = int(instances.max(initial=0))
+        instances, dtype = check_cells(instances, self.shape)
         self.paths["cells"] = self.paths["labels"].with_name(self.paths["labels"].stem + "_cells.tif")
         tmp = self._stack.enter_context(atomic_path(self.paths["cells"]))
-        write_tiff(tmp, instances.astype(np.uint16 if top <= 65535 else np.uint32, copy=False))
+        write_tiff(tmp, instances.astype(dtype, copy=False))
 
     def __enter__(self) -> SegmentationWriter:
         return self
