@@ -5,6 +5,7 @@
 - :mod:`~cytolens.engine.run_folder`: ``run.json`` first, ``done.json`` last, the resume rule, :func:`load_run`;
 - :mod:`~cytolens.engine.config`: :class:`ExperimentConfig`, the base of every experiment config;
 - :mod:`~cytolens.engine.checkpoint`, :mod:`~cytolens.engine.seeds`, :mod:`~cytolens.engine.threads`,
+  :mod:`~cytolens.engine.allocator` (glibc's malloc kept from unmapping freed blocks, applied by :func:`launch`),
   :mod:`~cytolens.engine.fingerprint`, :mod:`~cytolens.engine.parameters`, :mod:`~cytolens.engine.optimizers`.
 """
 

@@ -27,6 +27,7 @@ import torch
 from lightning_fabric import Fabric
 from lightning_fabric.strategies import DDPStrategy
 
+from cytolens.engine.allocator import tune_allocator
 from cytolens.engine.precision import resolve_precision
 from cytolens.core.errors import CytolensError, OptionError
 
@@ -335,6 +336,7 @@ def _leave_together(fabric: Fabric) -> None:
 def _spawned(fabric: Fabric, function: Callable[..., Any], precision: str, options: EngineOptions,
              *args: Any) -> Any:
     _quiet_fabric()
+    tune_allocator()  # a spawned rank is a fresh interpreter: launch() tuned only the parent
     if options.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -369,6 +371,8 @@ def launch(function: Callable[..., ResultT], options: EngineOptions, *args: Any)
     CytolensError
         Raised on rank 0 of spawned processes, re-raised here with its message.
     """
+    # Before the first large tensor: freed blocks are kept for the next step (cytolens.engine.allocator).
+    tune_allocator()
     device_type = options.device_type()
     precision = resolve_precision(options.precision or "auto", device_type)
     outside = external_launcher()
