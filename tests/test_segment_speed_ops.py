@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cytolens.segment.augment import Augmenter
+from cytolens.segment.concat import concat_channels
 from cytolens.segment.sampling import PatchDataset, Prefetcher
 from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _match_size
 
@@ -152,3 +153,38 @@ def test_tiramisu_state_dict_keys_unchanged_by_the_fast_dropout() -> None:
     assert isinstance(model.transitions_down[0].drop, torch.nn.Dropout)
     reference = FCDenseNet(num_classes=3, in_chans=1, stem_filters=4, growth_rate=2, block_layers=(1, 1, 1))
     reference.load_state_dict(model.state_dict())  # strict: the same keys
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_concat_channels_equals_torch_cat_and_gives_dense_gradients(channels_last: bool) -> None:
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    generator = torch.Generator().manual_seed(0)
+    pieces = [torch.randn(2, width, 6, 5, generator=generator).contiguous(memory_format=layout) for width in (3, 4)]
+    grad = torch.randn(2, 7, 6, 5, generator=generator).contiguous(memory_format=layout)
+    received: dict[str, list[torch.Tensor]] = {"ours": [], "cat": []}
+
+    def inputs(side: str) -> list[torch.Tensor]:
+        # Non-leaf inputs, as a BatchNorm's output is: a hook sees the gradient exactly as backward passes it on
+        # (a leaf's .grad would be made dense by autograd's accumulation anyway).
+        made = [(p.clone().requires_grad_() * 1.0) for p in pieces]
+        for tensor in made:
+            tensor.register_hook(received[side].append)
+        return made
+
+    out = concat_channels(inputs("ours"))
+    reference = torch.cat(inputs("cat"), dim=1)
+    assert torch.equal(out, reference)
+    out.backward(grad)
+    reference.backward(grad)
+    for mine, theirs in zip(received["ours"], received["cat"]):
+        assert torch.equal(mine, theirs)
+        # Dense in the gradient's own layout, where torch.cat's backward hands out strided views.
+        assert mine.is_contiguous(memory_format=layout)
+        assert not theirs.is_contiguous(memory_format=layout)
+
+
+def test_concat_channels_without_gradients_is_plain_cat() -> None:
+    pieces = [torch.ones(1, 2, 3, 3), torch.zeros(1, 1, 3, 3)]
+    with torch.no_grad():
+        out = concat_channels([p.requires_grad_() for p in pieces])
+    assert out.grad_fn is None and out.shape == (1, 3, 3, 3)

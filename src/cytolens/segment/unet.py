@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from cytolens.core.errors import OptionError, check_choice
+from cytolens.segment.concat import concat_channels
 from cytolens.segment.models import PAPER_RECIPE, SegmentationModel, register_segmentation_model
 
 __all__ = ["BATCH_NORM_CHOICES", "UNet", "unet"]
@@ -124,7 +125,7 @@ class UNet(SegmentationModel):
             features = self.pool(features)
         features = self.bottleneck(features)
         for up, level, skip in zip(self.upsample, self.decoder, reversed(skips)):
-            features = level(torch.cat([up(features), skip], dim=1))
+            features = level(concat_channels([up(features), skip]))
         return self.head(features)
 
 
