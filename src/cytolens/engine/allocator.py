@@ -6,7 +6,7 @@ fresh zeroed pages for every activation and gradient map it writes, and touches 
 For the paper's classification network at batch 32 (16 × 299 × 299 and 64 × 147 × 147 maps of 180 MB each), that
 page-fault work was half of the step on a 2-core CPU: a zero fill of one map took 65 ms, a 2×2 max-pool 73 ms.
 With ``mmap`` off and the heap never trimmed, freed blocks stay in the process and the next step reuses them:
-``cytolens bench`` measured 2.0× the network's samples/s, 1.1–2.2× for the segmentation networks and 1.15× for
+``cytolens bench`` measured 2.0× the network's samples/s, 1.0–2.2× for the segmentation networks and 1.15× for
 the GANs, against the revision before (``benchmarks/results/2026-12-07-vm-avx2-malloc.md``).
 
 The cost is memory: blocks freed in the middle of the heap cannot always serve a later, larger request, so the
