@@ -18,14 +18,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from segment_runs import train_tiny_run
 
-from cytolens.core.config import load_config
 from cytolens.core.errors import CytolensError, OptionError
 from cytolens.data.io import normalize_intensity, read_image, write_tiff
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.export import MIDL2019_URL, ExportedModel, export_bioimageio, preprocessing_ops
 from cytolens.segment.evaluate import evaluate_run
-from cytolens.segment.training import run_training
 
 pytest.importorskip("bioimageio.spec")
 # TorchScript is what bioimage.io's consumers load; torch 2.13 deprecates it in favour of torch.export.
@@ -41,19 +40,6 @@ TINY = {
 }
 PACKAGE_FILES = {"rdf.yaml", "weights.pt", "test_input.npy", "test_output.npy", "sample_input.tif",
                  "sample_output.tif", "cover.png", "README.md", "config.yaml"}
-
-
-def _field(size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    rows, cols = np.indices(size)
-    label = np.zeros(size, np.uint8)
-    for _ in range(6):
-        y, x = rng.integers(8, min(size) - 8, 2)
-        distance = np.hypot(rows - y, cols - x)
-        label[distance < 9] = 2
-        label[distance < 4] = 1
-    image = 1000 + 300 * label.astype(float) + rng.normal(0, 40, size)
-    return image.astype(np.uint16), label
 
 
 def _no_network(*args: Any, **kwargs: Any) -> None:
@@ -75,12 +61,7 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("export")
-    for i in range(4):
-        image, label = _field((80, 80), i)
-        write_tiff(base / "data" / "images" / f"field_{i}.tif", image)
-        write_tiff(base / "data" / "labels" / f"field_{i}.tif", label)
-    (base / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    run = run_training(base / "data", load_config(base / "tiny.yaml", SegmentConfig), base / "run")
+    run = train_tiny_run(base, TINY, size=(80, 80), cells=6, radii=(4, 9))
     evaluate_run(run, base / "data")  # RUN/evaluation/metrics.json, whose dice the package's README quotes
     return run
 

@@ -11,7 +11,8 @@ import pytest
 import tifffile
 import zarr
 from ome_zarr_models.v05 import Image, Labels
-from test_segment_predict_stream import _field, _large_tiff, run  # noqa: F401 (run is a fixture)
+from segment_runs import blob_field
+from test_segment_predict_stream import _large_tiff, run  # noqa: F401 (run is a fixture)
 
 import cytolens.data.tiles as tiles
 import cytolens.segment.ome_zarr as ome_zarr
@@ -98,7 +99,7 @@ def _scales(group: zarr.Group) -> list[list[float]]:
 def test_pixel_sizes_and_channel_names_of_an_ome_tiff_reach_the_zarr(
         run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setattr(ome_zarr, "OME_ZARR_CHUNK", 32)
-    image, _ = _field((60, 48), 5)
+    image, _ = blob_field((60, 48), 5)
     inputs = tmp_path / "in"
     inputs.mkdir()
     tifffile.imwrite(inputs / "calibrated.ome.tif", image, ome=True, metadata={
@@ -207,7 +208,7 @@ def test_napari_opens_the_image_its_labels_and_the_probabilities(run: Path, tmp_
     reads, without a viewer: names, colours, scales and pyramid levels arrive as written."""
     reader = pytest.importorskip("napari_ome_zarr").napari_get_reader
     layers = pytest.importorskip("napari.layers")
-    image, _ = _field((60, 48), 7)
+    image, _ = blob_field((60, 48), 7)
     tifffile.imwrite(tmp_path / "field.ome.tif", image, ome=True, metadata={
         "axes": "YX", "PhysicalSizeX": 0.65, "PhysicalSizeY": 0.65, "Channel": {"Name": ["Brightfield"]}})
     predict_images(run, tmp_path / "field.ome.tif", tmp_path / "out", probabilities=True, cells=True,

@@ -9,20 +9,20 @@ import pandas as pd
 import pytest
 import tifffile
 import torch
-import yaml
+from segment_runs import blob_field, train_tiny_run
 from torch import nn
 
 import cytolens.data.tiles as tiles
 from cytolens.core.config import load_config
 from cytolens.core.errors import OptionError
-from cytolens.data.io import read_image, write_tiff
+from cytolens.data.io import read_image
 from cytolens.data.tiles import open_image_rows
 from cytolens.engine import EngineOptions
 from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import fold_batch_norm, predict_bands, predict_tiled, prepare_for_inference
 from cytolens.segment.outputs import SegmentationWriter, write_segmentation
 from cytolens.segment.predict import normalised_rows, predict_images
-from cytolens.segment.training import read_input, run_training
+from cytolens.segment.training import read_input
 
 TINY = {
     "name": "tiny", "deviations": ["test size"], "model": "unet",
@@ -33,32 +33,13 @@ TINY = {
 }
 
 
-def _field(size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    rows, cols = np.indices(size)
-    label = np.zeros(size, np.uint8)
-    for _ in range(4):
-        y, x = rng.integers(8, min(size) - 8, 2)
-        distance = np.hypot(rows - y, cols - x)
-        label[distance < 8] = 2
-        label[distance < 3] = 1
-    image = 1000 + 300 * label.astype(float) + rng.normal(0, 40, size)
-    return image.astype(np.uint16), label
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("stream")
-    for i in range(4):
-        image, label = _field((48, 48), i)
-        write_tiff(base / "data" / "images" / f"field_{i}.tif", image)
-        write_tiff(base / "data" / "labels" / f"field_{i}.tif", label)
-    (base / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    return run_training(base / "data", load_config(base / "tiny.yaml", SegmentConfig), base / "run")
+    return train_tiny_run(tmp_path_factory.mktemp("stream"), TINY, size=(48, 48))
 
 
 def _large_tiff(path: Path) -> Path:
-    image, _ = _field((100, 75), 11)
+    image, _ = blob_field((100, 75), 11)
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, image, compression="zlib", tile=(16, 16))
     return path
