@@ -244,6 +244,43 @@ def test_ratios_compare_each_revision_and_precision_with_the_baseline() -> None:
     assert ratios["bf16_over_fp32"] == [{"model": "wgan", "batch_size": 64, "ratio": 3.0}]
 
 
+def test_baseline_rounds_alternate_the_sides_and_report_the_median_of_the_rounds_ratios(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    import cytolens.bench.machine as machine
+    import cytolens.bench.runner as runner
+    from cytolens.bench.baseline import Baseline
+
+    order: list[str] = []
+    # This revision's samples/s over three rounds, and the baseline's: per-round ratios 2.0, 1.0 and 1.5.
+    speeds = {"current": iter([4.0, 3.0, 3.0]), "baseline": iter([2.0, 3.0, 2.0])}
+
+    def fake_child(args: list[str], *, timeout: float | None = None, env: dict | None = None) -> dict:
+        side = "baseline" if env is not None else "current"
+        order.append(side)
+        row = {"model": args[args.index("train") + 1], "precision": "32-true", "batch_size": 3,
+               "samples_per_s": next(speeds[side]), "seconds_per_step_median": 1.0, "steps": 2,
+               "data_wait_fraction": 0.0, "peak_rss_mb": 1.0}
+        return {"returncode": 0, "stdout": json.dumps(row) + "\n", "stderr": "", "seconds": 1.0, "peak_rss_mb": 1.0}
+
+    monkeypatch.setattr(runner, "run_command", fake_child)
+    monkeypatch.setattr(runner, "prepare_baseline", lambda ref: Baseline(ref, "c" * 40, tmp_path))
+    monkeypatch.setattr("cytolens.bench.workloads.full_plan", lambda: [("unet", 3)])
+    monkeypatch.setattr(machine, "matmul_peak", lambda *a, **k: {"size": 8, "repeats": 1, "threads": 1,
+                                                                   "fp32_gflops": 180.0, "bf16_gflops": 1.4})
+    monkeypatch.setattr("cytolens.engine.precision.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    _, md_path, result = runner.run_bench(tmp_path, only="training", threads=1, baseline="HEAD~1", rounds=3)
+    assert order == ["current", "baseline"] * 3
+    assert [r["round"] for r in result["training"]] == [1, 1, 2, 2, 3, 3]
+    (entry,) = result["ratios"]["over_baseline"]
+    assert entry["32-true"] == 1.5 and [r["32-true"] for r in entry["rounds"]] == [2.0, 1.0, 1.5]
+    assert result["baseline"]["rounds"] == 3
+    text = md_path.read_text()
+    assert "medians of 3 alternating rounds" in text and "2, 1, 1.5" in text and "unet (baseline), round 2" in text
+    with pytest.raises(OptionError, match="--rounds"):
+        runner.run_bench(tmp_path, only="training", threads=1, baseline="HEAD~1", rounds=0)
+
+
 def test_peak_fractions_count_each_revisions_own_work() -> None:
     from cytolens.bench.runner import _peak_fractions
 

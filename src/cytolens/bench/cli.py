@@ -43,6 +43,9 @@ def bench(
     baseline: Annotated[str | None, typer.Option(
         "--baseline", help="A git revision of this checkout to measure too, alternating with this one (training "
         "and segment predict): the ratios a speed claim needs.")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="With --baseline: take each training figure this "
+                                        "many times on each side, alternating; ratios are the rounds' medians.")
+                      ] = 1,
 ) -> None:
     """Run the whole bench and write OUT/<date>-<host>.json plus a markdown table (OUT/<date>-<host>.md)."""
     if ctx.invoked_subcommand is not None:
@@ -52,7 +55,7 @@ def bench(
     json_path, md_path, _ = run_bench(out, quick=quick, only=only, threads=threads, steps=steps,
                                       peer_rounds=peer_rounds, progress=lambda line: console.print(line, markup=False),
                                       models=[m.strip() for m in models.split(",")] if models else None,
-                                      baseline=baseline)
+                                      baseline=baseline, rounds=rounds)
     console.print(f"wrote {json_path} and {md_path}", markup=False)
 
 

@@ -61,7 +61,8 @@ def markdown_report(result: dict[str, Any]) -> str:
                 rows.append([row["model"], row["precision"], str(row["batch_size"]), shape,
                              f"failed: {row['error']}", "", "", "", "", "", ""])
                 continue
-            model = row["model"] + (" (baseline)" if row.get("code") == "baseline" else "")
+            model = (row["model"] + (" (baseline)" if row.get("code") == "baseline" else "")
+                     + (f", round {row['round']}" if "round" in row else ""))
             rows.append([model, row["precision"], str(row["batch_size"]), shape, _num(row["samples_per_s"]),
                          _num(row["seconds_per_step_median"]), str(row["steps"]), _pct(row["data_wait_fraction"])
                          + ("*" if row.get("data_wait_source") == "bench" else ""),
@@ -119,12 +120,17 @@ def markdown_report(result: dict[str, Any]) -> str:
                                                         _num(r["seconds"])] for r in ratios["ome_zarr_over_tiff"]])
     if ratios.get("over_baseline"):
         baseline = result.get("baseline") or {}
+        rounds = int(baseline.get("rounds", 1))
         lines += [f"## This revision ÷ the baseline ({baseline.get('ref', '?')}, {baseline.get('commit', '?')[:10]})",
-                  "", "Samples/s of this revision over the baseline's, each measured right after the other.", ""]
-        lines += _table(["model", "batch", "32-true", "bf16-mixed", "fastest ÷ baseline 32-true",
-                         "fastest ÷ baseline fastest"],
+                  "", "Samples/s of this revision over the baseline's, each measured right after the other"
+                  + (f"; medians of {rounds} alternating rounds, the 32-true ratios of each round in the last "
+                     "column." if rounds > 1 else "."), ""]
+        columns = ["model", "batch", "32-true", "bf16-mixed", "fastest ÷ baseline 32-true",
+                   "fastest ÷ baseline fastest"]
+        lines += _table(columns + (["32-true, each round"] if rounds > 1 else []),
                         [[r["model"], str(r["batch_size"]), _num(r.get("32-true")), _num(r.get("bf16-mixed")),
                           _num(r.get("best_over_baseline_32_true")), _num(r.get("best_over_baseline_best"))]
+                         + ([", ".join(_num(e.get("32-true")) for e in r.get("rounds", []))] if rounds > 1 else [])
                          for r in ratios["over_baseline"]])
     if ratios.get("segment_predict"):
         seg = ratios["segment_predict"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -108,7 +109,7 @@ def _train_child(model: str, precision: str, batch: int, threads: int, steps: in
 
 def _training(quick: bool, threads: int, steps: int | None, progress: Progress, *,
               precisions: tuple[str, ...] = PRECISIONS, models: list[str] | None = None,
-              baseline: Baseline | None = None) -> list[dict[str, Any]]:
+              baseline: Baseline | None = None, rounds: int = 1) -> list[dict[str, Any]]:
     from cytolens.bench.workloads import TRAINING_MODELS, full_plan, measure_training, quick_models
 
     if quick:
@@ -119,11 +120,15 @@ def _training(quick: bool, threads: int, steps: int | None, progress: Progress, 
         plan = [(model, batch) for model, batch in plan if model in models]
     # With a baseline, each of its measurements follows the same one of this revision: the two alternate.
     sides: list[Baseline | None] = [None] + ([baseline] if baseline is not None and not quick else [])
+    # Against a baseline, a figure may be taken in several rounds of the pair: one pair is at the mercy of a
+    # shared machine's moods, the median of the rounds' ratios much less so.
+    repeats = rounds if len(sides) > 1 else 1
     rows = []
-    total = len(plan) * len(precisions) * len(sides)
+    total = len(plan) * len(precisions) * len(sides) * repeats
+    pairs = [(round_, side) for round_ in range(1, repeats + 1) for side in sides]
     for model, batch in plan:
         for precision in precisions:
-            for side in sides:
+            for round_, side in pairs:
                 started = time.perf_counter()
                 if quick:
                     try:
@@ -136,6 +141,8 @@ def _training(quick: bool, threads: int, steps: int | None, progress: Progress, 
                 else:
                     row = _train_child(model, precision, batch, threads, steps, side)
                 row["code"] = "current" if side is None else "baseline"
+                if repeats > 1:
+                    row["round"] = round_
                 rows.append(row)
                 if "error" in row:
                     line = f"failed: {row['error']}"
@@ -143,7 +150,8 @@ def _training(quick: bool, threads: int, steps: int | None, progress: Progress, 
                     line = (f"{row['samples_per_s']:.2f} samples/s, {row['seconds_per_step_median']:.3f} s/step, "
                             f"data wait {_pct(row.get('data_wait_fraction'))}, "
                             f"peak RSS {row['peak_rss_mb']:.0f} MB")
-                progress(f"[{len(rows)}/{total}] train {model} {precision} batch {batch} ({row['code']}): {line} "
+                which = row["code"] + (f", round {round_}/{repeats}" if repeats > 1 else "")
+                progress(f"[{len(rows)}/{total}] train {model} {precision} batch {batch} ({which}): {line} "
                          f"({time.perf_counter() - started:.0f} s)")
     return rows
 
@@ -173,28 +181,22 @@ def _ratios(result: dict[str, Any]) -> dict[str, Any]:
     """Ratios derived from the rows: bf16 ÷ fp32 per model, cytolens ÷ Keras, and segment predict's memory growth."""
     ratios: dict[str, Any] = {"bf16_over_fp32": [], "cytolens_over_keras": [], "segment_predict": None,
                               "ome_zarr_over_tiff": [], "over_baseline": []}
-    by_key: dict[tuple[str, int], dict[str, float]] = {}
-    old: dict[tuple[str, int], dict[str, float]] = {}
+    # (model, batch) -> round -> "current" / "baseline" -> precision -> samples/s
+    speeds: dict[tuple[str, int], dict[int, dict[str, dict[str, float]]]] = {}
     for row in result.get("training", []):
         if "error" not in row:
-            table = old if row.get("code") == "baseline" else by_key
-            table.setdefault((row["model"], row["batch_size"]), {})[row["precision"]] = row["samples_per_s"]
-    for (model, batch), before in old.items():
-        now = by_key.get((model, batch), {})
-        entry: dict[str, Any] = {"model": model, "batch_size": batch}
-        for precision in PRECISIONS:
-            if precision in now and precision in before:
-                entry[precision] = round(now[precision] / before[precision], 3)
-        if now and "32-true" in before:
-            # The claim a user feels: this revision at its fastest precision against the baseline's fp32 step.
-            entry["best_over_baseline_32_true"] = round(max(now.values()) / before["32-true"], 3)
-        if now and before:
-            entry["best_over_baseline_best"] = round(max(now.values()) / max(before.values()), 3)
-        ratios["over_baseline"].append(entry)
-    for (model, batch), speeds in by_key.items():
-        if "32-true" in speeds and "bf16-mixed" in speeds:
+            side = "baseline" if row.get("code") == "baseline" else "current"
+            speeds.setdefault((row["model"], row["batch_size"]), {}).setdefault(row.get("round", 1), {}).setdefault(
+                side, {})[row["precision"]] = row["samples_per_s"]
+    for (model, batch), by_round in speeds.items():
+        paired = [(r["current"], r["baseline"]) for r in by_round.values() if r.get("current") and r.get("baseline")]
+        if paired:
+            ratios["over_baseline"].append({"model": model, "batch_size": batch, **_over_baseline(paired)})
+        bf16 = [r["current"]["bf16-mixed"] / r["current"]["32-true"] for r in by_round.values()
+                if "32-true" in r.get("current", {}) and "bf16-mixed" in r.get("current", {})]
+        if bf16:
             ratios["bf16_over_fp32"].append({"model": model, "batch_size": batch,
-                                             "ratio": round(speeds["bf16-mixed"] / speeds["32-true"], 3)})
+                                             "ratio": round(statistics.median(bf16), 3)})
     peer = result.get("peer") or {}
     for row in peer.get("rows", []):
         ratios["cytolens_over_keras"].append({
@@ -228,6 +230,25 @@ def _ratios(result: dict[str, Any]) -> dict[str, Any]:
     return ratios
 
 
+def _over_baseline(paired: list[tuple[dict[str, float], dict[str, float]]]) -> dict[str, Any]:
+    """This revision ÷ the baseline, from ``(now, before)`` samples/s by precision of each round: per precision,
+    at this revision's fastest against the baseline's fp32 step (the claim a user feels) and against its
+    fastest; medians over the rounds, each round's own ratios under ``rounds`` when there are several."""
+    per_round = []
+    for now, before in paired:
+        entry = {p: now[p] / before[p] for p in PRECISIONS if p in now and p in before}
+        if "32-true" in before:
+            entry["best_over_baseline_32_true"] = max(now.values()) / before["32-true"]
+        entry["best_over_baseline_best"] = max(now.values()) / max(before.values())
+        per_round.append(entry)
+    keys = [*PRECISIONS, "best_over_baseline_32_true", "best_over_baseline_best"]
+    out: dict[str, Any] = {k: round(statistics.median(e[k] for e in per_round if k in e), 3)
+                           for k in keys if any(k in e for e in per_round)}
+    if len(per_round) > 1:
+        out["rounds"] = [{k: round(v, 3) for k, v in e.items()} for e in per_round]
+    return out
+
+
 def _peak_fractions(rows: list[dict[str, Any]], peak: dict[str, Any]) -> None:
     """Add each row's achieved GFLOP/s as a fraction of the same run's matmul peak at its precision.
 
@@ -255,7 +276,7 @@ def _peak_fractions(rows: list[dict[str, Any]], peak: dict[str, Any]) -> None:
 
 def run_bench(out: Path, *, quick: bool = False, only: str | None = None, threads: int | None = None,
               steps: int | None = None, peer_rounds: int = 3, progress: Progress | None = None,
-              models: list[str] | None = None, baseline: str | None = None
+              models: list[str] | None = None, baseline: str | None = None, rounds: int = 1
               ) -> tuple[Path, Path, dict[str, Any]]:
     """Measure this machine and write ``OUT/<date>-<host>.json`` and ``.md``.
 
@@ -281,6 +302,9 @@ def run_bench(out: Path, *, quick: bool = False, only: str | None = None, thread
     baseline : str, optional
         A git revision of this checkout: its training steps and ``segment predict`` are measured too, each right
         after this revision's, and ``ratios.over_baseline`` compares them (:mod:`cytolens.bench.baseline`).
+    rounds : int, default 1
+        With ``baseline``: every training figure is taken this many times on each side, alternating, and the
+        ratios are the medians of the rounds' ratios (the rows carry their ``round``).
 
     Returns
     -------
@@ -290,8 +314,8 @@ def run_bench(out: Path, *, quick: bool = False, only: str | None = None, thread
     from cytolens.engine import configure_threads
 
     sections = parse_sections(only)
-    if peer_rounds < 1:
-        raise OptionError(f"--peer-rounds must be ≥ 1, got {peer_rounds}")
+    if peer_rounds < 1 or rounds < 1:
+        raise OptionError(f"--peer-rounds and --rounds must be ≥ 1, got {peer_rounds} and {rounds}")
     say = progress or (lambda line: None)
     if models is not None:
         from cytolens.bench.workloads import TRAINING_MODELS
@@ -309,13 +333,14 @@ def run_bench(out: Path, *, quick: bool = False, only: str | None = None, thread
     say(f"matmul peak: {result['matmul_peak']['fp32_gflops']} GFLOP/s fp32, "
         f"{result['matmul_peak']['bf16_gflops']} GFLOP/s bf16 ({used} threads)")
     if side is not None:
-        result["baseline"] = side.describe()
+        result["baseline"] = {**side.describe(), "rounds": rounds}
     precisions, note = bench_precisions(quick, result["matmul_peak"])
     result["precisions"] = list(precisions)
     if note is not None:
         result["precision_note"] = note
         say(note)
-    result["training"] = (_training(quick, used, steps, say, precisions=precisions, models=models, baseline=side)
+    result["training"] = (_training(quick, used, steps, say, precisions=precisions, models=models, baseline=side,
+                                    rounds=rounds)
                           if "training" in sections else [])
     _peak_fractions(result["training"], result["matmul_peak"])
     result["inference"] = _inference(quick, say, side) if "inference" in sections else {}
