@@ -348,25 +348,6 @@ def _set_up_channels_last(runtime, model, x):  # type: ignore[no-untyped-def]
     return model[0].weight.detach(), runtime.to_device(x)
 
 
-def test_cpu_runtime_draws_data_in_the_background_only_with_cpus_to_spare(monkeypatch) -> None:
-    from cytolens.engine import runtime as runtime_module
-
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        monkeypatch.setattr(runtime_module, "available_cpus", lambda: 2)
-        assert launch(_background_data, EngineOptions(precision="32-true", accelerator="cpu")) is False
-        monkeypatch.setattr(runtime_module, "available_cpus", lambda: 3)
-        assert launch(_background_data, EngineOptions(precision="32-true", accelerator="cpu")) is True
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _background_data(runtime):  # type: ignore[no-untyped-def]
-    torch.set_num_threads(2)  # launch() may have set threads from the real CPUs; the test fixes them
-    return runtime.background_data and runtime.local().background_data
-
-
 def test_early_stopping_waits_for_min_epochs_but_tracks_the_best_from_the_first() -> None:
     scores = [0.6, 0.4, 0.4, 0.4, 0.5]
     plain = EarlyStopping("val_accuracy", patience=2)

@@ -27,46 +27,27 @@ def test_prefetcher_yields_the_source_in_order_then_stops() -> None:
     assert items == list(range(25))
 
 
-@pytest.mark.parametrize("background", [True, False])
-def test_prefetched_batches_equal_the_plain_loader(background: bool) -> None:
+def test_prefetched_batches_equal_the_plain_loader() -> None:
     dataset = _dataset()
     batches = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     plain = list(torch.utils.data.DataLoader(dataset, batch_sampler=batches))
-    fetched = list(Prefetcher(torch.utils.data.DataLoader(dataset, batch_sampler=batches), background=background))
+    fetched = list(Prefetcher(torch.utils.data.DataLoader(dataset, batch_sampler=batches)))
     assert len(fetched) == len(plain) == 4
     for (x0, y0), (x1, y1) in zip(plain, fetched):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
 
 
-@pytest.mark.parametrize("background", [True, False])
-def test_prefetcher_reraises_the_source_error_in_the_consumer(background: bool) -> None:
+def test_prefetcher_reraises_the_source_error_in_the_consumer() -> None:
     def source():  # type: ignore[no-untyped-def]
         yield 1
         raise ValueError("broken patch")
 
-    fetched = Prefetcher(source(), background=background)
+    fetched = Prefetcher(source())
     assert next(fetched) == 1
     with pytest.raises(ValueError, match="broken patch"):
         next(fetched)
     with pytest.raises(StopIteration):
         next(fetched)
-
-
-def test_an_inline_prefetcher_draws_each_item_when_asked_in_the_consumers_thread() -> None:
-    drawn: list[tuple[int, str]] = []
-
-    def source():  # type: ignore[no-untyped-def]
-        for i in range(3):
-            drawn.append((i, threading.current_thread().name))
-            yield i
-
-    fetched = Prefetcher(source(), background=False)
-    assert drawn == [] and fetched._thread is None
-    assert next(fetched) == 0 and drawn == [(0, threading.current_thread().name)]
-    fetched.close()
-    with pytest.raises(StopIteration):
-        next(fetched)
-    assert len(drawn) == 1
 
 
 def test_closing_an_unfinished_prefetcher_stops_its_thread() -> None:

@@ -29,7 +29,6 @@ from lightning_fabric.strategies import DDPStrategy
 
 from cytolens.engine.allocator import tune_allocator
 from cytolens.engine.precision import resolve_precision
-from cytolens.engine.threads import available_cpus
 from cytolens.core.errors import CytolensError, OptionError
 
 __all__ = ["EngineOptions", "Runtime", "external_launcher", "launch", "shard_bounds"]
@@ -182,23 +181,6 @@ class Runtime:
         convolutions, pooling and bf16 kernels run 25-60% faster on it (measured on each capability's networks)
         and elementwise passes need no layout conversions; the default layout on GPUs."""
         return torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-
-    @property
-    def background_data(self) -> bool:
-        """Whether batches should be prepared in a background thread while the previous step trains.
-
-        On a GPU the step leaves the CPU waiting, so overlapping pays. On the CPU it pays only where some CPUs run
-        none of this machine's torch threads. Where the ranks' threads fill every CPU, the background thread costs
-        a step more than the data wait it hides: its own torch calls start a second OpenMP team, and the step's
-        threads lose their CPU to it mid-operation (on 2 cores, DeepLabv3+ at batch 3 trained 1.18× and the
-        U-Net 1.08× faster with batches drawn inline, medians of 6 alternating runs, whose data took 20 ms a
-        step).
-        """
-        if self.device.type != "cpu":
-            return True
-        # The fabric's world, not self.world_size: a local() runtime still shares the CPUs with the other ranks.
-        ranks_here = max(1, self.fabric.world_size // self.num_nodes)
-        return available_cpus() > torch.get_num_threads() * ranks_here
 
     def setup(self, model: torch.nn.Module, *optimizers: torch.optim.Optimizer) -> Any:
         """Move ``model`` to the device and its :attr:`memory_format`, wrap it for DDP and autocast; returns

@@ -310,8 +310,7 @@ class SegmentTask(TrainTask):
 
     def _loader(self, epoch: int, first: int) -> Prefetcher:
         """This rank's batches of ``epoch`` from batch ``first`` on (a resumed run starts inside an epoch), drawn
-        in a background thread while the previous batch trains where the runtime has room for one
-        (:attr:`~cytolens.engine.Runtime.background_data`), else when each is asked for."""
+        in a background thread while the previous batch trains."""
         # Patches depend on (seed, epoch, index) only, so any worker count or starting batch gives the same data.
         if self._batches is not None:
             self._batches.close()  # its thread reads the dataset's refs, which set_epoch replaces
@@ -324,7 +323,7 @@ class SegmentTask(TrainTask):
             self.dataset, batch_sampler=shares, num_workers=self.config.num_workers,
             pin_memory=runtime.device.type == "cuda",
         )
-        return Prefetcher(loader, background=runtime.background_data)
+        return Prefetcher(loader)
 
     def train_step(self, position: Position) -> dict[str, float]:
         waited = time.perf_counter()
