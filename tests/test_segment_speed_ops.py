@@ -10,7 +10,7 @@ import torch
 
 from cytolens.segment.augment import Augmenter
 from cytolens.segment.concat import concat_channels
-from cytolens.segment.sampling import PatchDataset, Prefetcher
+from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
 from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _match_size
 
 
@@ -31,10 +31,25 @@ def test_prefetched_batches_equal_the_plain_loader() -> None:
     dataset = _dataset()
     batches = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
     plain = list(torch.utils.data.DataLoader(dataset, batch_sampler=batches))
-    fetched = list(Prefetcher(torch.utils.data.DataLoader(dataset, batch_sampler=batches)))
+    fetched = list(Prefetcher(torch.utils.data.DataLoader(dataset, batch_sampler=batches,
+                                                          collate_fn=collate_patches)))
     assert len(fetched) == len(plain) == 4
     for (x0, y0), (x1, y1) in zip(plain, fetched):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
+
+
+def test_patches_are_collated_without_torchs_parallel_copies(monkeypatch) -> None:
+    dataset = _dataset()
+    items = [dataset[i] for i in range(4)]
+    expected = torch.utils.data.default_collate(items)
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("torch.stack runs in an OpenMP team of the prefetch thread")
+
+    monkeypatch.setattr(torch, "stack", refuse)
+    images, labels = collate_patches(items)
+    assert images.shape == (4, 1, 16, 16) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    assert torch.equal(images, expected[0]) and torch.equal(labels, expected[1])
 
 
 def test_prefetcher_reraises_the_source_error_in_the_consumer() -> None:

@@ -50,7 +50,7 @@ from cytolens.segment.config import SegmentConfig
 from cytolens.segment.inference import predict_tiled
 from cytolens.segment.metrics import pixel_confusion, scores_from_confusion
 from cytolens.segment.models import SegmentationModel, create_model
-from cytolens.segment.sampling import PatchDataset, Prefetcher
+from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
 from cytolens.data.splits import grouped_stratified_kfold
 
 __all__ = ["SegmentTask", "checkpoint_path", "fold_folder", "prepare_manifest", "read_input", "resume_path",
@@ -320,7 +320,7 @@ class SegmentTask(TrainTask):
         shares = [list(range(i * size, min((i + 1) * size, total)))[runtime.rank::runtime.world_size]
                   for i in range(first, self.batches)]
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=shares, num_workers=self.config.num_workers,
+            self.dataset, batch_sampler=shares, num_workers=self.config.num_workers, collate_fn=collate_patches,
             pin_memory=runtime.device.type == "cuda",
         )
         return Prefetcher(loader)
