@@ -41,6 +41,21 @@ def test_brightfield_folder_counts_as_the_image_folder(tmp_path: Path) -> None:
     assert scan_image_label_pairs(root).images.name == "brightfield"
 
 
+def test_missing_labels_name_the_command_that_derives_them_from_the_fluorescence(tmp_path: Path) -> None:
+    root = _pairs(tmp_path / "bf", images="brightfield")
+    for name in ("dapi", "cellstain"):
+        (root / name).mkdir()
+    for label in (root / "labels").iterdir():
+        label.unlink()
+    (root / "labels").rmdir()
+    with pytest.raises(LayoutError, match=f"cytolens segment labels {root}"):
+        scan_image_label_pairs(root)
+    (root / "cellstain").rmdir()  # without both channels there is nothing to derive labels from
+    with pytest.raises(LayoutError) as caught:
+        scan_image_label_pairs(root)
+    assert "expected labels/" in str(caught.value) and "segment labels" not in str(caught.value)
+
+
 def test_unmatched_stems_are_an_error(tmp_path: Path) -> None:
     root = _pairs(tmp_path / "data")
     (root / "labels" / "f1.png").unlink()

@@ -79,7 +79,11 @@ def scan_image_label_pairs(root: str | Path, *, classes: tuple[str, ...] | list[
     root = Path(root)
     images = image_folder(root)
     if images is None:
-        raise LayoutError(f"expected {LABEL_FOLDER}/ beside images/ (or brightfield/)", path=root)
+        hint = ""
+        if not (root / LABEL_FOLDER).is_dir() and all((root / name).is_dir() for name in ("dapi", "cellstain")):
+            # The MIDL 2019 layout before its labels are derived: name the command that derives them.
+            hint = f"; derive them from dapi/ and cellstain/ with `cytolens segment labels {root}`"
+        raise LayoutError(f"expected {LABEL_FOLDER}/ beside images/ (or brightfield/){hint}", path=root)
     found: dict[str, dict[str, Path]] = {}
     for kind, folder in (("image", images), ("label", root / LABEL_FOLDER)):
         by_stem: dict[str, Path] = {}
