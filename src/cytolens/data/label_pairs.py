@@ -21,6 +21,13 @@ LABEL_FOLDER = "labels"
 #: Folders searched for the input images, in order.
 IMAGE_FOLDERS: tuple[str, ...] = ("images", "brightfield")
 DEFAULT_SEGMENTATION_CLASSES: tuple[str, ...] = ("background", "nucleus", "cytoplasm")
+#: The fluorescence folders (nuclei, cell stain) that ``cytolens segment labels`` derives ``labels/`` from.
+FLUORESCENCE_FOLDERS: tuple[str, ...] = ("dapi", "cellstain")
+
+
+def has_fluorescence(root: Path) -> bool:
+    """Whether ``root`` holds every folder of :data:`FLUORESCENCE_FOLDERS`, so its labels can be derived."""
+    return all((root / name).is_dir() for name in FLUORESCENCE_FOLDERS)
 
 
 def image_folder(root: Path) -> Path | None:
@@ -80,7 +87,7 @@ def scan_image_label_pairs(root: str | Path, *, classes: tuple[str, ...] | list[
     images = image_folder(root)
     if images is None:
         hint = ""
-        if not (root / LABEL_FOLDER).is_dir() and all((root / name).is_dir() for name in ("dapi", "cellstain")):
+        if not (root / LABEL_FOLDER).is_dir() and has_fluorescence(root):
             # The MIDL 2019 layout before its labels are derived: name the command that derives them.
             hint = f"; derive them from dapi/ and cellstain/ with `cytolens segment labels {root}`"
         raise LayoutError(f"expected {LABEL_FOLDER}/ beside images/ (or brightfield/){hint}", path=root)

@@ -62,7 +62,7 @@ def check_paper_data(paper: str, data: str | Path) -> Path:
         One line naming the folder: missing, a file, or without the paper's layout (which it names).
     """
     from cytolens.data.bbbc021 import is_bbbc021
-    from cytolens.data.label_pairs import IMAGE_FOLDERS
+    from cytolens.data.label_pairs import IMAGE_FOLDERS, LABEL_FOLDER, has_fluorescence
 
     data = Path(data)
     if not data.is_dir():
@@ -72,7 +72,7 @@ def check_paper_data(paper: str, data: str | Path) -> Path:
         usable = is_bbbc021(data)
     elif paper == "midl2019":
         images = any((data / name).is_dir() for name in IMAGE_FOLDERS)
-        usable = images and ((data / "labels").is_dir() or all((data / n).is_dir() for n in ("dapi", "cellstain")))
+        usable = images and ((data / LABEL_FOLDER).is_dir() or has_fluorescence(data))
     else:
         usable = all((data / name).is_dir() or (data / "train" / name).is_dir() for name in ("0", "0.1", "1"))
     if not usable:

@@ -40,6 +40,7 @@ from scipy import ndimage as ndi
 
 from cytolens.core.errors import LayoutError, OptionError, check_choice
 from cytolens.data.io import iter_image_files, read_image, write_tiff
+from cytolens.data.label_pairs import FLUORESCENCE_FOLDERS
 
 LABEL_METHODS: tuple[str, ...] = ("gmm", "otsu")
 CLASS_NAMES: tuple[str, ...] = ("background", "nucleus", "cytoplasm")
@@ -289,7 +290,7 @@ def fluorescence_pairs(root: Path) -> list[tuple[str, Path, Path]]:
     LayoutError
         If a folder is missing or empty, or a stem has no partner in the other folder.
     """
-    folders = {name: root / name for name in ("dapi", "cellstain")}
+    folders = {name: root / name for name in FLUORESCENCE_FOLDERS}
     for name, folder in folders.items():
         if not folder.is_dir():
             raise LayoutError(f"no `{name}/` folder with fluorescence images", path=root)
