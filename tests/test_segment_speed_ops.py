@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -11,7 +12,8 @@ import torch
 from cytolens.segment.augment import Augmenter
 from cytolens.segment.concat import concat_channels
 from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
-from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _match_size
+from cytolens.segment.dense_block import conv3x3_weight_grad, dense_block_stack, fused_path_applies
+from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _DenseBlock, _match_size
 
 
 def _dataset(seed: int = 3) -> PatchDataset:
@@ -203,3 +205,90 @@ def test_concat_channels_without_gradients_is_plain_cat() -> None:
     with torch.no_grad():
         out = concat_channels([p.requires_grad_() for p in pieces])
     assert out.grad_fn is None and out.shape == (1, 3, 3, 3)
+
+
+# -- FC-DenseNet: the one-buffer dense block (segment/dense_block.py) ------------------------------------------
+
+
+def _plain_stack(block: _DenseBlock, features: torch.Tensor) -> torch.Tensor:
+    """``block.stack`` the way it runs without the one-buffer path: one cat per layer."""
+    for layer in block.layers:
+        features = torch.cat([features, layer(features)], dim=1)
+    return features
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_one_buffer_dense_block_equals_the_layer_loop(momentum: float | None) -> None:
+    torch.manual_seed(0)
+    fused = _DenseBlock(5, 3, 4, dropout=0.3).double()
+    for layer in fused.layers:
+        layer.norm.momentum = momentum
+        torch.nn.init.uniform_(layer.norm.weight, 0.5, 1.5)
+        torch.nn.init.uniform_(layer.norm.bias, -0.5, 0.5)
+    plain = copy.deepcopy(fused)
+    images = torch.randn(2, 5, 9, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    results = []
+    for block, run in ((fused, fused.stack), (plain, lambda x: _plain_stack(plain, x))):
+        torch.manual_seed(11)  # the same dropout masks, drawn in the same order
+        x = images.clone().requires_grad_()
+        out = run(x)
+        weights = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
+        (out * weights).sum().backward()
+        results.append((out.detach(), x.grad, {n: p.grad for n, p in block.named_parameters()},
+                        {n: b.clone() for n, b in block.named_buffers()}))
+    (out, gx, grads, buffers), (ref, ref_gx, ref_grads, ref_buffers) = results
+    assert fused_path_applies(images, True)
+    assert (out == 0).any()  # dropout did drop: the masks were drawn and matched
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, ref_gx, rtol=1e-10, atol=1e-12)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-10, atol=1e-12, msg=name)
+    for name in buffers:  # running statistics and num_batches_tracked, as BatchNorm's forward leaves them
+        torch.testing.assert_close(buffers[name], ref_buffers[name], rtol=1e-12, atol=1e-14, msg=name)
+
+
+def test_one_buffer_dense_block_passes_gradcheck() -> None:
+    torch.manual_seed(1)
+    block = _DenseBlock(3, 2, 2, dropout=0.0).double()
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    params = [p for layer in block.layers for p in (layer.norm.weight, layer.norm.bias, layer.conv.weight)]
+
+    def run(features: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
+        return dense_block_stack(features, block.layers, lambda like, p: like)
+
+    assert torch.autograd.gradcheck(run, (x.requires_grad_(), *params), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("channels", "out_channels", "height", "width"), [(7, 3, 6, 5), (2, 4, 1, 9)])
+def test_conv3x3_weight_grad_equals_the_convolution_backward(channels: int, out_channels: int, height: int,
+                                                             width: int) -> None:
+    torch.manual_seed(2)
+    # A channel slice of a wider channels-last stack, as the dense block passes it.
+    stack = torch.randn(3, channels + 4, height, width, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last)
+    inputs = stack[:, 2:2 + channels]
+    grad_out = torch.randn(3, out_channels, height, width, dtype=torch.float64)
+    weight = torch.randn(out_channels, channels, 3, 3, dtype=torch.float64)
+    expected = torch.ops.aten.convolution_backward(grad_out, inputs.contiguous(), weight, None, [1, 1], [1, 1],
+                                                   [1, 1], False, [0, 0], 1, [False, True, False])[1]
+    torch.testing.assert_close(conv3x3_weight_grad(grad_out, inputs), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_one_buffer_path_only_where_it_was_measured() -> None:
+    x = torch.randn(1, 2, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert fused_path_applies(x, True)
+    assert not fused_path_applies(x, False)  # eval: running statistics, the layer loop
+    assert not fused_path_applies(x.contiguous(), True)  # NCHW: dropout masks come in another memory order
+    assert not fused_path_applies(x.bfloat16(), True)
+    with torch.no_grad():
+        assert not fused_path_applies(x, True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused_path_applies(x, True)
+    # bf16 autocast trains through the layer loop
+    model = FCDenseNet(num_classes=2, in_chans=2, stem_filters=4, growth_rate=2, block_layers=(1, 1, 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    out.float().sum().backward()
+    assert model.bottleneck.layers[0].conv.weight.grad is not None

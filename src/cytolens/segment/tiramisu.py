@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cytolens.core.errors import OptionError
+from cytolens.segment.dense_block import dense_block_stack, fused_path_applies
 from cytolens.segment.models import PAPER_RECIPE, SegmentationModel, register_segmentation_model
 
 __all__ = ["FCDenseNet", "FastDropout", "fcdensenet103"]
@@ -96,6 +97,8 @@ class _DenseBlock(nn.Module):
     def stack(self, features: torch.Tensor) -> torch.Tensor:
         """The input with every new map after it: ``cat([features, forward(features)], dim=1)``, built as each
         layer's input anyway, so the block's output costs no further concatenation."""
+        if fused_path_applies(features, self.training):
+            return dense_block_stack(features, self.layers, _scaled_keep_mask)
         # One growing stack instead of cat([features, *new]) per layer: the same bytes per layer, one piece fewer
         # per cat, and no final cat(new) nor the caller's cat([features, new]) (a copy of the whole stack each).
         for layer in self.layers:
