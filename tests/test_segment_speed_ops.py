@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from cytolens.segment import deeplab
 from cytolens.segment.augment import Augmenter
 from cytolens.segment.concat import concat_channels
-from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
+from cytolens.segment.deeplab import DepthwiseConv2d
 from cytolens.segment.dense_block import conv3x3_weight_grad, dense_block_stack, fused_path_applies
+from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
 from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _DenseBlock, _match_size
 
 
@@ -292,3 +294,46 @@ def test_one_buffer_path_only_where_it_was_measured() -> None:
         out = model(x)
     out.float().sum().backward()
     assert model.bottleneck.layers[0].conv.weight.grad is not None
+
+
+# -- DeepLabv3+: dilated depthwise convolutions without oneDNN's dilated kernels --------------------------------
+
+
+@pytest.mark.parametrize(("rate", "height", "width"), [(2, 14, 14), (2, 13, 10), (3, 9, 11), (6, 14, 14),
+                                                       (12, 14, 14), (18, 14, 14), (4, 5, 20)])
+def test_dilated_depthwise_training_path_equals_torchs_convolution(rate: int, height: int, width: int) -> None:
+    torch.manual_seed(rate)
+    conv = DepthwiseConv2d(6, 6, 3, padding=rate, dilation=rate, groups=6, bias=False).double()
+    x = torch.randn(2, 6, height, width, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    outputs = []
+    for forward in (conv, lambda t: torch.nn.Conv2d.forward(conv, t)):
+        inputs = x.clone().requires_grad_()
+        out = forward(inputs)
+        grad = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
+        outputs.append((out.detach(), *torch.autograd.grad(out, (inputs, conv.weight), grad)))
+    (out, gx, gw), (ref, ref_gx, ref_gw) = outputs
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, ref_gx, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rate", [2, 18])
+def test_space_to_batch_and_tap_sum_are_the_paths_taken(rate: int, monkeypatch) -> None:
+    conv = DepthwiseConv2d(4, 4, 3, padding=rate, dilation=rate, groups=4, bias=False)
+    x = torch.randn(1, 4, 14, 14).contiguous(memory_format=torch.channels_last)
+    calls: list[str] = []
+    monkeypatch.setattr(deeplab, "_tap_sum", lambda *a: calls.append("taps") or torch.zeros(1, 4, 14, 14))
+    monkeypatch.setattr(deeplab, "_space_to_batch", lambda *a: calls.append("grids") or torch.zeros(4, 4, 7, 7))
+    conv(x)
+    assert calls == (["grids"] if rate == 2 else ["taps"])
+    with torch.no_grad():  # inference keeps torch's dilated kernel
+        conv(x)
+    assert len(calls) == 1
+
+
+def test_deeplab_state_dict_unchanged_by_the_depthwise_class() -> None:
+    separable = deeplab.SeparableConv(4, 6, rate=2)
+    assert isinstance(separable.depthwise, DepthwiseConv2d)
+    plain = torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)
+    plain.load_state_dict(separable.depthwise.state_dict())  # strict: the same keys and shapes
