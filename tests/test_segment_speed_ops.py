@@ -337,3 +337,16 @@ def test_deeplab_state_dict_unchanged_by_the_depthwise_class() -> None:
     assert isinstance(separable.depthwise, DepthwiseConv2d)
     plain = torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)
     plain.load_state_dict(separable.depthwise.state_dict())  # strict: the same keys and shapes
+
+
+@pytest.mark.parametrize("rate", [2, 18])
+def test_dilated_depthwise_training_path_under_bf16_autocast(rate: int) -> None:
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(8, 8, 3, padding=rate, dilation=rate, groups=8, bias=False)
+    x = torch.randn(2, 8, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+        ref = torch.nn.Conv2d.forward(conv, x)
+    torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
+    out.float().square().sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
