@@ -34,6 +34,7 @@ from torch import nn
 
 from cytolens.core.errors import OptionError
 from cytolens.segment.models import PAPER_RECIPE, SegmentationModel, register_segmentation_model
+from cytolens.segment.pointwise import PointwiseConv2d
 
 __all__ = ["DeepLabV3Plus", "DepthwiseConv2d", "SeparableConv", "XceptionBlock", "deeplabv3plus_xception65"]
 
@@ -125,7 +126,7 @@ class SeparableConv(nn.Sequential):
         self.depthwise_bn = nn.BatchNorm2d(in_channels)
         if depth_activation:
             self.depthwise_relu = nn.ReLU(inplace=True)
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.pointwise = PointwiseConv2d(in_channels, out_channels, bias=False)
         self.pointwise_bn = nn.BatchNorm2d(out_channels)
         if depth_activation:
             self.pointwise_relu = nn.ReLU(inplace=True)
@@ -166,10 +167,9 @@ class XceptionBlock(nn.Module):
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-    )
+    conv = (PointwiseConv2d(in_channels, out_channels, bias=False) if (kernel_size, stride) == (1, 1) else
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=False))
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class XceptionBackbone(nn.Module):

@@ -27,6 +27,7 @@ from torch import nn
 from cytolens.core.errors import OptionError
 from cytolens.segment.dense_block import dense_block_stack, fused_path_applies
 from cytolens.segment.models import PAPER_RECIPE, SegmentationModel, register_segmentation_model
+from cytolens.segment.pointwise import PointwiseConv2d
 
 __all__ = ["FCDenseNet", "FastDropout", "fcdensenet103"]
 
@@ -111,7 +112,7 @@ class _TransitionDown(nn.Sequential):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
-        self.conv = nn.Conv2d(channels, channels, 1, bias=False)
+        self.conv = PointwiseConv2d(channels, channels, bias=False)
         self.drop = FastDropout(dropout) if dropout else nn.Identity()
         self.pool = nn.MaxPool2d(2, 2)
 
