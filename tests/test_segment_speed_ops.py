@@ -14,6 +14,7 @@ from cytolens.segment.augment import Augmenter
 from cytolens.segment.concat import concat_channels
 from cytolens.segment.deeplab import DepthwiseConv2d
 from cytolens.segment.dense_block import conv3x3_weight_grad, dense_block_stack, fused_path_applies
+from cytolens.segment.pointwise import PointwiseConv2d, matmul_path_applies
 from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
 from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _DenseBlock, _match_size
 
@@ -350,3 +351,62 @@ def test_dilated_depthwise_training_path_under_bf16_autocast(rate: int) -> None:
     torch.testing.assert_close(out.float(), ref.float(), rtol=0.05, atol=0.05)
     out.float().square().sum().backward()
     assert x.grad is not None and conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
+# -- 1×1 convolutions as matrix products -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(("height", "width"), [(5, 7), (1, 1)])
+def test_pointwise_training_path_equals_torchs_convolution(bias: bool, height: int, width: int) -> None:
+    torch.manual_seed(1)
+    conv = PointwiseConv2d(6, 4, bias=bias).double()
+    if bias:
+        torch.nn.init.normal_(conv.bias)
+    x = torch.randn(3, 6, height, width, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    assert matmul_path_applies(x)
+    params = list(conv.parameters())
+    outputs = []
+    for forward in (conv, lambda t: torch.nn.Conv2d.forward(conv, t)):
+        inputs = x.clone().requires_grad_()
+        out = forward(inputs)
+        grad = torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)
+        outputs.append((out.detach(), *torch.autograd.grad(out, (inputs, *params), grad)))
+    for mine, reference in zip(*outputs):
+        torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-12)
+    assert outputs[0][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pointwise_matrix_product_only_where_it_was_measured(monkeypatch) -> None:
+    conv = PointwiseConv2d(4, 3)
+    cl = torch.randn(2, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    calls: list[int] = []
+    linear = torch.nn.functional.linear
+    monkeypatch.setattr("cytolens.segment.pointwise.F.linear", lambda *a: calls.append(1) or linear(*a))
+    conv(cl)
+    assert calls == [1]
+    with torch.no_grad():  # inference: torch's convolution
+        conv(cl)
+    conv(cl.contiguous())  # NCHW
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 autocast: not timed on a bf16 machine
+        conv(cl)
+    conv.double()(cl.double())  # fp64: the matrix product again
+    assert calls == [1, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(conv(cl.double()), torch.nn.Conv2d.forward(conv, cl.double()))
+
+
+def test_networks_use_the_pointwise_class_and_keep_their_state_dict_keys() -> None:
+    separable = deeplab.SeparableConv(4, 6)
+    assert isinstance(separable.pointwise, PointwiseConv2d)
+    plain = torch.nn.Conv2d(4, 6, 1, bias=False)
+    plain.load_state_dict(separable.pointwise.state_dict())  # strict: the same keys and shapes
+    model = deeplab.DeepLabV3Plus(num_classes=3, in_chans=1, middle_blocks=1)
+    pointwise = [m for m in model.modules() if isinstance(m, PointwiseConv2d)]
+    # One per separable conv (3 in each of the 3 + 1 + 2 Xception blocks, 3 ASPP branches, 2 in the decoder) and
+    # the 1×1 convolutions of ASPP (image pooling, branch, projection) and of the low-level path.
+    assert len(pointwise) == 3 * 6 + 3 + 2 + 4
+    # Strided shortcuts and the 3-class head stay torch's convolutions.
+    assert all(m.stride == (1, 1) for m in pointwise) and not isinstance(model.head, PointwiseConv2d)
+    tiramisu = FCDenseNet(num_classes=3, in_chans=1, stem_filters=8, growth_rate=4, block_layers=(2, 2, 2, 2, 2))
+    assert sum(isinstance(m, PointwiseConv2d) for m in tiramisu.modules()) == 2  # one per transition down

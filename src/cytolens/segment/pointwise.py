@@ -4,7 +4,9 @@ A 1×1, stride-1 convolution of a channels-last ``(N, C, H, W)`` map is the ``(N
 ``(C × O)`` kernel, and its two gradients are matrix products too. On a 2-core AVX2 CPU in fp32, PyTorch's matrix
 product (the BLAS sgemm) ran the forward and backward of DeepLabv3+'s 1×1 convolutions 1.17× faster than
 oneDNN's convolution kernels over the shapes of one training step at batch 3 (998 against 1165 ms; 165 against
-147 GFLOP/s for its fifty 728 → 728 convolutions at 14²), which made the whole step 1.07–1.09× faster.
+147 GFLOP/s for its fifty 728 → 728 convolutions at 14²). The whole training step: DeepLabv3+ 1.06× at batch 3
+and 1.11× at 16, FC-DenseNet103 1.03× at 3 and 8 (medians of three alternating rounds of ``cytolens bench``;
+1.07× for DeepLabv3+ at batch 3 in 15 alternating pairs of steps in one process).
 
 :class:`PointwiseConv2d` takes that path where it was measured: CPU training (gradients enabled) on a
 channels-last map in fp32 or fp64 outside autocast. Inference, tracing, NCHW maps, bf16 autocast (not timed on a
