@@ -14,7 +14,8 @@ from cytolens.segment.augment import Augmenter
 from cytolens.segment.concat import concat_channels
 from cytolens.segment.deeplab import DepthwiseConv2d
 from cytolens.segment.dense_block import conv3x3_weight_grad, dense_block_stack, fused_path_applies
-from cytolens.segment.pointwise import PointwiseConv2d, matmul_path_applies
+from cytolens.segment.cpu_training import channels_last_cpu_training
+from cytolens.segment.pointwise import PointwiseConv2d
 from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
 from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _DenseBlock, _match_size
 
@@ -364,7 +365,7 @@ def test_pointwise_training_path_equals_torchs_convolution(bias: bool, height: i
     if bias:
         torch.nn.init.normal_(conv.bias)
     x = torch.randn(3, 6, height, width, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    assert matmul_path_applies(x)
+    assert channels_last_cpu_training(x)
     params = list(conv.parameters())
     outputs = []
     for forward in (conv, lambda t: torch.nn.Conv2d.forward(conv, t)):

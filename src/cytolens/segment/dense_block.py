@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cytolens.segment.cpu_training import channels_last_cpu_training
+
 __all__ = ["conv3x3_weight_grad", "dense_block_stack", "fused_path_applies"]
 
 _CHANNELS_LAST = torch.channels_last
@@ -93,9 +95,7 @@ def fused_path_applies(features: torch.Tensor, training: bool) -> bool:
     """Whether :func:`dense_block_stack` takes the one-buffer path for ``features`` (see the module docstring)."""
     # Channels-last only (the engine's layout on the CPU): dropout masks are drawn in the map's memory order, so
     # this keeps them the very numbers the layer loop would draw.
-    return (training and torch.is_grad_enabled() and features.device.type == "cpu"
-            and features.dtype in (torch.float32, torch.float64) and features.dim() == 4
-            and features.is_contiguous(memory_format=_CHANNELS_LAST) and not torch.is_autocast_enabled("cpu"))
+    return training and channels_last_cpu_training(features)
 
 
 def _batch_statistics(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,14 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PointwiseConv2d", "matmul_path_applies"]
+from cytolens.segment.cpu_training import channels_last_cpu_training
 
-
-def matmul_path_applies(features: torch.Tensor) -> bool:
-    """Whether :class:`PointwiseConv2d` computes its convolution of ``features`` as a matrix product."""
-    return (torch.is_grad_enabled() and not torch.jit.is_tracing() and features.device.type == "cpu"
-            and features.dim() == 4 and features.dtype in (torch.float32, torch.float64)
-            and features.is_contiguous(memory_format=torch.channels_last) and not torch.is_autocast_enabled("cpu"))
+__all__ = ["PointwiseConv2d"]
 
 
 class PointwiseConv2d(nn.Conv2d):
@@ -46,7 +41,7 @@ class PointwiseConv2d(nn.Conv2d):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Convolve ``features`` (N, C, H, W); the result is channels-last on the matrix-product path."""
-        if not matmul_path_applies(features):
+        if not channels_last_cpu_training(features):
             return super().forward(features)
         out_channels, channels = self.weight.shape[:2]
         # A channels-last map permuted to (N, H, W, C) is dense: the pixel matrix without a copy. The product
