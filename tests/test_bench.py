@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cytolens.bench.op_times import OpTimer
 from cytolens.bench.peer import child_json
 from cytolens.bench.runner import parse_sections, result_paths
+from cytolens.bench.workloads import measure_training
 from cytolens.core.errors import OptionError
 
 TRAIN_KEYS = {"model", "precision", "batch_size", "samples_per_s", "peak_rss_mb", "data_wait_fraction",
@@ -83,6 +85,53 @@ def test_bench_train_prints_one_json_object() -> None:
     assert TRAIN_KEYS <= set(row)
     assert (row["model"], row["precision"], row["batch_size"], row["steps"]) == ("shpilman2017", "32-true", 32, 1)
     assert row["peak_rss_mb"] > 0
+
+
+def test_op_times_attribute_a_steps_time_to_the_operations_it_ran(cli) -> None:
+    printed = cli("bench", "train", "unet", "--quick", "--steps", "1", "--warmup", "1", "--op-times", "2").out
+    assert "where a step's time goes (2 step(s) timed op by op" in printed and "convolution_backward" in printed
+    assert "by input shapes:" in printed
+
+    row = measure_training("unet", quick=True, steps=1, warmup=1, op_time_steps=1)
+    ops = row["op_times"]
+    assert ops["steps"] == 1
+    names = [r["op"] for r in ops["by_op"]]
+    assert {"convolution", "convolution_backward", "_fused_adam_"} <= set(names)
+    # Sorted by time; shares of the timed operations' sum; the operations fit inside the step's wall time.
+    assert [r["seconds_per_step"] for r in ops["by_op"]] == sorted((r["seconds_per_step"] for r in ops["by_op"]),
+                                                                   reverse=True)
+    assert 0 < sum(r["share"] for r in ops["by_op"]) <= 1.0001
+    assert 0 < ops["ops_seconds_per_step"] <= ops["seconds_per_step_timed"]
+    # The U-Net has one transposed convolution per level: its calls per step are counted, not guessed.
+    convolutions = next(r for r in ops["by_op"] if r["op"] == "convolution")
+    assert convolutions["calls_per_step"] == sum(
+        isinstance(m, torch.nn.modules.conv._ConvNd) for m in _quick_unet().modules())
+    assert all(len(r["shapes"]) <= 3 for r in ops["by_shape"])
+    assert measure_training("unet", quick=True, steps=1, warmup=1)["op_times"] is None
+
+
+def _quick_unet() -> torch.nn.Module:
+    from cytolens.bench.workloads import _QUICK_SEGMENT
+    from cytolens.segment.unet import unet
+
+    return unet(num_classes=3, **_QUICK_SEGMENT["unet_options"])
+
+
+def test_op_timer_counts_each_call_and_divides_by_the_steps() -> None:
+    conv = torch.nn.Conv2d(2, 3, 3)
+    x = torch.randn(1, 2, 8, 8)
+    timer = OpTimer()
+    with timer:
+        for _ in range(2):
+            conv(x).sum().backward()
+    summary = timer.summary(steps=2)
+    by_op = {r["op"]: r for r in summary["by_op"]}
+    assert by_op["convolution"]["calls_per_step"] == 1 and by_op["convolution_backward"]["calls_per_step"] == 1
+    assert summary["ops_seconds_per_step"] == pytest.approx(sum(timer.seconds.values()) / 2, abs=1e-6)
+    assert next(r["shapes"] for r in summary["by_shape"] if r["op"] == "convolution")[:2] == [[1, 2, 8, 8],
+                                                                                              [3, 2, 3, 3]]
+    with pytest.raises(ValueError):
+        timer.summary(steps=0)
 
 
 def test_bench_errors_are_one_line(cli) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -71,19 +71,37 @@ def train(
     threads: ThreadsOption = None,
     quick: Annotated[bool, typer.Option("--quick", help="Tiny inputs and widths (a check, not a figure).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    op_times: Annotated[int, typer.Option(
+        "--op-times", min=0, help="After the timed steps, time this many more operation by operation and say "
+        "where a step's time goes (benchmarks/README.md).")] = 0,
 ) -> None:
     """Time the training steps of MODEL's real training task at one precision and batch size."""
     from cytolens.bench.workloads import measure_training
 
     row = measure_training(model, precision=precision, batch=batch, steps=steps, warmup=warmup, threads=threads,
-                           quick=quick)
+                           quick=quick, op_time_steps=op_times)
     if as_json:
         # Plain print: one line, so a parent process reads it as the last JSON line of stdout.
         print(json.dumps(row))
-    else:
-        data = "n/a" if row["data_wait_fraction"] is None else f"{100 * row['data_wait_fraction']:.1f}%"
-        typer.echo(
-            f"{model} {row['precision']} batch {row['batch_size']}: {row['samples_per_s']:.2f} samples/s "
-            f"({row['seconds_per_step_median']:.3f} s/step median of {row['steps']}), data wait {data}, "
-            f"{row['achieved_gflops']} GFLOP/s, peak RSS {row['peak_rss_mb']:.0f} MB, {row['threads']} threads"
-        )
+        return
+    data = "n/a" if row["data_wait_fraction"] is None else f"{100 * row['data_wait_fraction']:.1f}%"
+    typer.echo(
+        f"{model} {row['precision']} batch {row['batch_size']}: {row['samples_per_s']:.2f} samples/s "
+        f"({row['seconds_per_step_median']:.3f} s/step median of {row['steps']}), data wait {data}, "
+        f"{row['achieved_gflops']} GFLOP/s, peak RSS {row['peak_rss_mb']:.0f} MB, {row['threads']} threads"
+    )
+    if row["op_times"]:
+        typer.echo(_op_table(row["op_times"]))
+
+
+def _op_table(op_times: dict[str, Any]) -> str:
+    """The per-operation breakdown of ``bench train --op-times`` as plain text."""
+    lines = [f"where a step's time goes ({op_times['steps']} step(s) timed op by op: "
+             f"{1e3 * op_times['seconds_per_step_timed']:.0f} ms a step under the timer, "
+             f"{1e3 * op_times['ops_seconds_per_step']:.0f} ms of it in the operations):"]
+    lines += [f"  {1e3 * r['seconds_per_step']:9.1f} ms {100 * r['share']:5.1f}%  {r['calls_per_step']:7.1f} calls  "
+              f"{r['op']}" for r in op_times["by_op"]]
+    lines.append("by input shapes:")
+    lines += [f"  {1e3 * r['seconds_per_step']:9.1f} ms {100 * r['share']:5.1f}%  {r['op']} "
+              f"{' '.join('x'.join(map(str, s)) or 'scalar' for s in r['shapes'])}" for r in op_times["by_shape"]]
+    return "\n".join(lines)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cytolens.bench.op_times import OpTimer
 from cytolens.core.errors import OptionError
 from cytolens.engine import EngineOptions, Position, Runtime, TrainTask, configure_threads, launch, seed_everything
 
@@ -271,12 +272,13 @@ def _position(task: TrainTask, k: int) -> Position:
 
 
 def _run_steps(runtime: Runtime, model: str, batch: int, steps: int | None, warmup: int, min_steps: int,
-               min_seconds: float, max_steps: int, quick: bool) -> dict[str, Any]:
+               min_seconds: float, max_steps: int, quick: bool, op_time_steps: int) -> dict[str, Any]:
     spec = workload(model)
     planned = steps if steps is not None else max_steps
     seed_everything(0)
+    op_times = None
     with tempfile.TemporaryDirectory(prefix="cytolens-bench-") as scratch:
-        task, fetch = _build(runtime, spec, batch, quick, Path(scratch), warmup + planned + 1)
+        task, fetch = _build(runtime, spec, batch, quick, Path(scratch), warmup + planned + op_time_steps + 1)
         flops, flop_samples = 0.0, batch
         samples_per_step: list[int] = []
         for k in range(warmup):
@@ -317,6 +319,17 @@ def _run_steps(runtime: Runtime, model: str, batch: int, steps: int | None, warm
                 data = [fetch(_position(task, j)) for j in range(warmup, k)]
             except AttributeError:  # the task's internals changed under the adapter: no figure rather than a wrong one
                 data = []
+        if op_time_steps:
+            # After the timed steps, so the timer's own overhead never touches the figures above.
+            timer = OpTimer()
+            started = time.perf_counter()
+            with timer:
+                for j in range(k, k + op_time_steps):
+                    task.train_step(_position(task, j))
+            _sync(runtime)
+            op_times = {"steps": op_time_steps,
+                        "seconds_per_step_timed": round((time.perf_counter() - started) / op_time_steps, 6),
+                        **timer.summary(op_time_steps)}
     median = statistics.median(seconds)
     samples = statistics.median(samples_per_step)
     return {
@@ -332,12 +345,13 @@ def _run_steps(runtime: Runtime, model: str, batch: int, steps: int | None, warm
         "precision": runtime.precision,
         # What the steps ran with (the engine's launch may have set threads of its own).
         "threads": torch.get_num_threads(),
+        "op_times": op_times,
     }
 
 
 def measure_training(model: str, *, precision: str = "32-true", batch: int | None = None, steps: int | None = None,
                      warmup: int = 2, min_steps: int = 5, min_seconds: float = 10.0, max_steps: int = 20,
-                     threads: int | None = None, quick: bool = False) -> dict[str, Any]:
+                     threads: int | None = None, quick: bool = False, op_time_steps: int = 0) -> dict[str, Any]:
     """Time the training steps of one model at one precision and batch size, in this process.
 
     Parameters
@@ -357,6 +371,9 @@ def measure_training(model: str, *, precision: str = "32-true", batch: int | Non
         torch intra-op threads (default: the CPUs this process may use).
     quick : bool, default False
         Tiny inputs and widths (see the module docstring).
+    op_time_steps : int, default 0
+        After the timed steps, this many more under :class:`~cytolens.bench.op_times.OpTimer`: the row's
+        ``op_times`` then says where a step's time goes (None when 0).
 
     Returns
     -------
@@ -366,7 +383,9 @@ def measure_training(model: str, *, precision: str = "32-true", batch: int | Non
         (share of the timed steps spent fetching batches) and ``data_wait_source`` (``task``: the task's own
         ``data_seconds``; ``bench``: the batch fetch timed separately by the bench), ``flops_per_sample`` (one
         training step's FLOPs counted by FlopCounterMode ÷ its samples; None when nothing was counted),
-        ``achieved_gflops``, ``threads``, ``peak_rss_mb`` (this process), ``malloc_tuned``, ``quick``.
+        ``achieved_gflops``, ``threads``, ``peak_rss_mb`` (this process), ``malloc_tuned``, ``quick``,
+        ``op_times`` (:meth:`OpTimer.summary <cytolens.bench.op_times.OpTimer.summary>` of the extra steps, with
+        ``steps`` and ``seconds_per_step_timed``, the steps' wall time under the timer).
     """
     spec = workload(model)
     batch = spec.paper_batch if batch is None else int(batch)
@@ -376,9 +395,11 @@ def measure_training(model: str, *, precision: str = "32-true", batch: int | Non
             raise OptionError(f"`{name}` must be ≥ {low}, got {value}")
     if steps is not None and steps < 1:
         raise OptionError(f"`steps` must be ≥ 1, got {steps}")
+    if op_time_steps < 0:
+        raise OptionError(f"`op_time_steps` must be ≥ 0, got {op_time_steps}")
     configure_threads(threads)
     result = launch(_run_steps, EngineOptions(precision=precision), model, batch, steps, warmup, min_steps,
-                    min_seconds, max_steps, quick)
+                    min_seconds, max_steps, quick, op_time_steps)
     flops_per_sample = result.pop("flops_per_sample")
     shape = list(spec.input_shape)
     if quick:
