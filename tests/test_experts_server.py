@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 
@@ -53,8 +53,8 @@ def _serve(images: Path, db: Path, port: int) -> subprocess.Popen[bytes]:
     raise AssertionError("the server did not start within 60 s")
 
 
-def _client(port: int, token: str) -> httpx.Client:
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+def _client(port: int, token: str) -> httpx2.Client:
+    client = httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     assert client.get("/login", params={"token": token}).status_code == 200
     return client
 
@@ -63,7 +63,7 @@ def _form(page: str) -> dict[str, str]:
     return {name: re.search(rf'name="{name}" value="([^"]+)"', page).group(1) for name in ("item", "csrf")}
 
 
-def _answer(client: httpx.Client, port: int, answer: str) -> int:
+def _answer(client: httpx2.Client, port: int, answer: str) -> int:
     form = {**_form(client.get("/").text), "answer": answer}
     origin = f"http://127.0.0.1:{port}"
     return client.post("/answer", data=form, headers={"Origin": origin, "Sec-Fetch-Site": "same-origin"}).status_code
@@ -99,7 +99,7 @@ def test_two_experts_a_killed_server_and_a_restart_lose_no_acknowledged_answer(s
                 assert status == 303, status  # the redirect is the acknowledgement
                 with lock:
                     acknowledged[name] += 1
-        except (httpx.HTTPError, AttributeError):  # the server went away mid-request, or mid-page
+        except (httpx2.HTTPError, AttributeError):  # the server went away mid-request, or mid-page
             return
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             failures.append(exc)
