@@ -102,7 +102,7 @@ def test_op_times_attribute_a_steps_time_to_the_operations_it_ran(cli) -> None:
                                                                    reverse=True)
     assert 0 < sum(r["share"] for r in ops["by_op"]) <= 1.0001
     assert 0 < ops["ops_seconds_per_step"] <= ops["seconds_per_step_timed"]
-    # The U-Net has one transposed convolution per level: its calls per step are counted, not guessed.
+    # Each convolution module (the transposed ones too) calls aten.convolution once a step: counted, not guessed.
     convolutions = next(r for r in ops["by_op"] if r["op"] == "convolution")
     assert convolutions["calls_per_step"] == sum(
         isinstance(m, torch.nn.modules.conv._ConvNd) for m in _quick_unet().modules())
