@@ -12,9 +12,9 @@ import torch
 from cytolens.segment import deeplab
 from cytolens.segment.augment import Augmenter
 from cytolens.segment.concat import concat_channels
+from cytolens.segment.cpu_training import channels_last_cpu_training
 from cytolens.segment.deeplab import DepthwiseConv2d
 from cytolens.segment.dense_block import conv3x3_weight_grad, dense_block_stack, fused_path_applies
-from cytolens.segment.cpu_training import channels_last_cpu_training
 from cytolens.segment.pointwise import PointwiseConv2d
 from cytolens.segment.sampling import PatchDataset, Prefetcher, collate_patches
 from cytolens.segment.tiramisu import FastDropout, FCDenseNet, _DenseBlock, _match_size
